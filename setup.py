@@ -1,0 +1,39 @@
+"""Toonbeam: photos to cartoons at catalog scale, on Apache Beam.
+
+Also the `--setup_file` that Dataflow workers install, so it lists only what the
+workers import; test tools live in the `test` extra.
+"""
+import setuptools
+
+REQUIRED = [
+    "apache-beam>=2.60,<3",
+    "tensorflow-cpu>=2.16,<3; platform_machine=='x86_64'",
+    "tensorflow>=2.16,<3; platform_machine!='x86_64'",
+    "keras>=3.3,<4",
+    "opencv-python-headless>=4.8",
+    "pillow>=10",
+    "numpy>=1.26",
+    "pyarrow>=14",
+    "fsspec>=2023.6",
+    "pyyaml>=6",
+    "aiohttp>=3.9",  # fsspec http(s):// reads
+]
+
+EXTRAS = {
+    "gcp": ["apache-beam[gcp]", "gcsfs"],
+    "aws": ["s3fs"],
+    "jax": ["jax>=0.4.30"],
+    "torch": ["torch>=2.3"],
+    "test": ["pytest>=8", "scikit-image>=0.22"],
+}
+
+setuptools.setup(
+    name="toonbeam",
+    version="0.1.0",
+    description="Batch cartoonization (OpenCV filter and neural style transfer) on Apache Beam",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["toonbeam=pipeline.cli:main"]},
+)

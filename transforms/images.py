@@ -1,0 +1,90 @@
+"""Image bytes <-> RGB arrays, and resizing. Every image inside Toonbeam is RGB uint8 [H, W, 3]."""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Refuse images whose header claims more pixels than this (decompression bombs), before decoding.
+DEFAULT_MAX_INPUT_PIXELS = 100_000_000
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can decode; the message names why."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """The header claims more pixels than allowed; raised before any pixel is decoded."""
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
+    """Decode any Pillow-readable image to RGB uint8, the way a catalog user expects to see it.
+
+    The size is checked from the header before decoding; EXIF orientation is applied; transparency
+    is composited on white; 16-bit images are scaled to 8 bits; animations give their first frame.
+    """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
+                )
+            img.seek(0)
+            img.load()
+            return _to_rgb(ImageOps.exif_transpose(img))
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / 65535.0 if wide.max(initial=0) > 255 else 1.0
+        gray = np.clip(np.rint(wide * scale), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Lossless, deterministic PNG bytes (same pixels give the same bytes)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def resize_to_max_dim(image: np.ndarray, max_dim: int) -> np.ndarray:
+    """Scale so that the long side is `max_dim` (up or down, as the seed does), keeping the aspect ratio."""
+    height, width = image.shape[:2]
+    scale = max_dim / max(height, width)
+    if scale == 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(image, size, interpolation=interpolation)
+    if np.issubdtype(image.dtype, np.floating):
+        resized = np.clip(resized, 0.0, 1.0)
+    return resized
+
+
+def to_float01(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) / 255.0
+
+
+def to_uint8(image01: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image01 * 255.0), 0, 255).astype(np.uint8)
