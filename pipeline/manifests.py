@@ -1,0 +1,138 @@
+"""Turn a `--content` / `--style` argument into (id, uri) entries.
+
+Accepted forms: a folder (searched recursively for images), a glob, a single image, a text manifest
+(one URI per line, blank lines and `#` comments ignored: the seed's `input/content.txt`), or a CSV,
+JSONL or Parquet manifest with a `uri` column and an optional `id` column. Relative URIs in a manifest
+are resolved against the manifest's own folder. Ids default to the file's stem.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import posixpath
+from typing import Iterator
+
+import fsspec
+import pyarrow.parquet as pq
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+TEXT_MANIFESTS = (".txt", ".lst", ".list")
+TABLE_MANIFESTS = (".csv", ".jsonl", ".ndjson", ".parquet")
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used at all; the run stops before any work."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestEntry:
+    id: str
+    uri: str
+    error: str | None = None  # set when this row is unusable; it becomes an error row, not a crash
+
+
+def read_manifest(spec: str) -> Iterator[ManifestEntry]:
+    """Every entry of `spec`, in a stable order, ids made unique (later duplicates become error entries)."""
+    seen: dict[str, str] = {}
+    for entry in _raw_entries(spec):
+        if entry.error is None and entry.id in seen:
+            entry = dataclasses.replace(entry, error=f"duplicate id {entry.id!r} (first used by {seen[entry.id]})")
+        seen.setdefault(entry.id, entry.uri)
+        yield entry
+
+
+def check_manifest(spec: str) -> None:
+    """Fail fast, before the pipeline starts, if `spec` is missing, empty or of an unknown form."""
+    if next(iter(read_manifest(spec)), None) is None:
+        raise ManifestError(f"{spec}: no images found (empty folder, glob or manifest)")
+
+
+def _raw_entries(spec: str) -> Iterator[ManifestEntry]:
+    fs, path = fsspec.core.url_to_fs(spec)
+    if fsspec.core.has_magic(path):
+        for match in sorted(fs.glob(path)):
+            if fs.isfile(match):
+                yield _entry_for(_uri(fs, match))
+        return
+    if not fs.exists(path):
+        raise ManifestError(f"{spec}: does not exist")
+    if fs.isdir(path):
+        for found in sorted(fs.find(path)):
+            if found.lower().endswith(IMAGE_EXTENSIONS):
+                yield _entry_for(_uri(fs, found))
+        return
+    lower = path.lower()
+    base = posixpath.dirname(_uri(fs, path))
+    if lower.endswith(IMAGE_EXTENSIONS):
+        yield _entry_for(_uri(fs, path))
+    elif lower.endswith(TEXT_MANIFESTS):
+        for uri in _text_lines(fs, path):
+            yield _entry_for(_resolve(base, uri))
+    elif lower.endswith(TABLE_MANIFESTS):
+        for row in _table_rows(fs, path, spec):
+            uri = str(row.get("uri") or "").strip()
+            if not uri:
+                yield ManifestEntry(id=str(row.get("id") or ""), uri="", error=f"row without a uri: {row}")
+                continue
+            row_id = row.get("id")
+            yield _entry_for(_resolve(base, uri), None if row_id in (None, "") else str(row_id))
+    else:
+        raise ManifestError(
+            f"{spec}: unknown manifest format; use a folder, a glob, an image, "
+            f"{'/'.join(TEXT_MANIFESTS + TABLE_MANIFESTS)}"
+        )
+
+
+def _text_lines(fs, path: str) -> Iterator[str]:
+    with fs.open(path, "rb") as handle:
+        text = handle.read().decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+def _table_rows(fs, path: str, spec: str) -> Iterator[dict]:
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        with fs.open(path, "rb") as handle:
+            table = pq.read_table(handle)
+        _require_uri_column(table.column_names, spec)
+        yield from table.to_pylist()
+        return
+    with fs.open(path, "rb") as handle:
+        text = handle.read().decode("utf-8", errors="replace")
+    if lower.endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        _require_uri_column(reader.fieldnames or [], spec)
+        yield from reader
+        return
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    _require_uri_column(set().union(*rows) if rows else [], spec)
+    yield from rows
+
+
+def _require_uri_column(columns, spec: str) -> None:
+    if "uri" not in columns:
+        raise ManifestError(f"{spec}: no 'uri' column (columns: {sorted(columns)})")
+
+
+def _entry_for(uri: str, entry_id: str | None = None) -> ManifestEntry:
+    if entry_id is None:
+        entry_id = posixpath.splitext(posixpath.basename(uri.rstrip("/").split("?")[0]))[0]
+    return ManifestEntry(id=entry_id, uri=uri)
+
+
+def _uri(fs, path: str) -> str:
+    """Local files keep plain paths (readable in the report); others keep their protocol."""
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def _resolve(base: str, uri: str) -> str:
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return posixpath.join(base, uri)

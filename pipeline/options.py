@@ -1,0 +1,134 @@
+"""Toonbeam's flags, as a Beam PipelineOptions subclass, and YAML presets that supply their defaults."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+import fsspec
+import yaml
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.cartoon import PRESETS, CartoonParams
+from transforms.nst.extractors import EXTRACTORS
+from transforms.nst.optimize import NSTSettings
+
+METHODS = ("classical", "nst", "both")
+
+CARTOON_HELP = {
+    "median_ksize": "medianBlur aperture before edge detection (odd)",
+    "block_size": "adaptiveThreshold neighbourhood size (odd)",
+    "threshold_c": "adaptiveThreshold constant subtracted from the local mean",
+    "bilateral_d": "bilateralFilter neighbourhood diameter",
+    "sigma_color": "bilateralFilter sigmaColor",
+    "sigma_space": "bilateralFilter sigmaSpace",
+    "smoothing_passes": "number of bilateral passes",
+    "quantize_colors": "k-means palette size (0 = keep all colours)",
+    "edge_thickness": "ink line width in pixels",
+    "seed": "k-means seed",
+}
+NST_HELP = {
+    "steps": "optimisation steps per pair (seed: 5 epochs x 100)",
+    "max_dim": "long side of the optimised image, in pixels",
+    "style_weight": "weight of the style loss",
+    "content_weight": "weight of the content loss",
+    "tv_weight": "weight of the total variation loss",
+    "learning_rate": "Adam learning rate",
+    "beta_1": "Adam beta_1",
+    "beta_2": "Adam beta_2",
+    "epsilon": "Adam epsilon",
+}
+
+
+def _add_dataclass_flags(group, cls, prefix: str, helps: dict[str, str], keep_defaults: bool) -> None:
+    """One flag per dataclass field, typed from the field. Without `keep_defaults` the default is None
+    (meaning "the preset's value"), so a preset can fill what the user did not set."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        default = field.default if keep_defaults else None
+        group.add_argument(
+            f"--{prefix}{field.name.replace('_', '-')}",
+            dest=f"{prefix.replace('-', '_')}{field.name}",
+            type=hints[field.name],
+            default=default,
+            help=f"{helps.get(field.name, field.name)} (default: {field.default})",
+        )
+
+
+class ToonbeamOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        io_group = parser.add_argument_group("Toonbeam inputs and outputs")
+        io_group.add_argument(
+            "--content",
+            help="content images: a folder, a glob, an image, or a .txt/.csv/.jsonl/.parquet manifest (any fsspec URI)",
+        )
+        io_group.add_argument("--style", help="style images, in any of the --content forms (needed by nst)")
+        io_group.add_argument("--output", default="out", help="output folder or URI (default: out)")
+        io_group.add_argument("--run_id", "--run-id", dest="run_id", help="id written in every report row (default: a timestamp)")
+        io_group.add_argument(
+            "--max_input_pixels",
+            "--max-input-pixels",
+            dest="max_input_pixels",
+            type=int,
+            default=100_000_000,
+            help="refuse images whose header claims more pixels than this (default: 100000000)",
+        )
+        method = parser.add_argument_group("Method")
+        method.add_argument("--method", choices=METHODS, default="classical", help="default: classical")
+        classical = parser.add_argument_group("Classical cartoon filter (defaults come from --preset)")
+        classical.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="default: seed")
+        _add_dataclass_flags(classical, CartoonParams, "cartoon-", CARTOON_HELP, keep_defaults=False)
+        nst = parser.add_argument_group("Neural style transfer")
+        nst.add_argument("--extractor", choices=sorted(EXTRACTORS), default="vgg19", help="default: vgg19")
+        nst.add_argument(
+            "--weights",
+            default="imagenet",
+            help="imagenet (Keras download and cache), random (tests only), or a .h5/.weights.h5 path or URI",
+        )
+        _add_dataclass_flags(nst, NSTSettings, "", NST_HELP, keep_defaults=True)
+
+
+def cartoon_overrides(options: ToonbeamOptions) -> dict:
+    return {f.name: getattr(options, f"cartoon_{f.name}") for f in dataclasses.fields(CartoonParams)}
+
+
+def nst_settings(options: ToonbeamOptions) -> NSTSettings:
+    return NSTSettings(**{f.name: getattr(options, f.name) for f in dataclasses.fields(NSTSettings)})
+
+
+def expand_config(argv: list[str]) -> list[str]:
+    """Replace `--config FILE` by the flags of that YAML preset, placed first so that flags given on the
+    command line win. Keys are flag names (`max_dim` or `max-dim`); `true` means a bare switch."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, rest = pre.parse_known_args(argv)
+    if not known.config:
+        return list(argv)
+    with fsspec.open(known.config, "r") as handle:
+        preset = yaml.safe_load(handle) or {}
+    if not isinstance(preset, dict):
+        raise ValueError(f"{known.config}: a config must be a mapping of flag names to values")
+    flags = []
+    for key, value in preset.items():
+        flag = f"--{key}"
+        if value is True:
+            flags.append(flag)
+        elif isinstance(value, list):
+            flags.extend(f"{flag}={item}" for item in value)
+        elif value is not None and value is not False:
+            flags.append(f"{flag}={value}")
+    return flags + rest
+
+
+def help_parser(prog: str) -> argparse.ArgumentParser:
+    """A parser that only prints `--help`: Toonbeam's flags plus a pointer to Beam's own."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Cartoonize every content image (classical) or every content x style pair (nst).",
+        epilog="Every standard Beam pipeline option (--runner, --direct_num_workers, --project, ...) "
+        "passes through unchanged.",
+    )
+    parser.add_argument("--config", help="YAML preset of flag values (flags given here override it)")
+    ToonbeamOptions._add_argparse_args(parser)
+    return parser

@@ -1,0 +1,59 @@
+"""The timing report: one pyarrow schema, one row per unit of work, written as a Parquet dataset."""
+from __future__ import annotations
+
+import collections
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPORT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("content_id", pa.string()),
+        ("content_uri", pa.string()),
+        ("style_id", pa.string()),
+        ("style_uri", pa.string()),
+        ("method", pa.string()),
+        ("preset", pa.string()),
+        ("status", pa.string()),  # "ok" or "error"
+        ("error_type", pa.string()),
+        ("error", pa.string()),
+        ("output_uri", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("steps", pa.int32()),
+        ("seconds_total", pa.float64()),
+        ("seconds_decode", pa.float64()),
+        ("seconds_compute", pa.float64()),
+        ("seconds_write", pa.float64()),
+        ("loss_total", pa.float64()),
+        ("loss_content", pa.float64()),
+        ("loss_style", pa.float64()),
+        ("loss_tv", pa.float64()),
+        ("extractor", pa.string()),
+        ("backend", pa.string()),
+        ("device", pa.string()),
+        ("worker", pa.string()),
+    ]
+)
+
+REPORT_COLUMNS = tuple(REPORT_SCHEMA.names)
+
+
+def report_row(**fields) -> dict:
+    """A full report row: unknown names are a programming error, missing ones are null."""
+    unknown = set(fields) - set(REPORT_COLUMNS)
+    if unknown:
+        raise KeyError(f"not report columns: {sorted(unknown)}")
+    return {name: fields.get(name) for name in REPORT_COLUMNS}
+
+
+def read_report(output: str) -> pa.Table:
+    """The report dataset of a run folder (local or any fsspec URI)."""
+    fs, path = fsspec.core.url_to_fs(f"{output.rstrip('/')}/report")
+    return pq.read_table(path, filesystem=fs, schema=REPORT_SCHEMA)
+
+
+def status_counts(table: pa.Table) -> dict[str, int]:
+    return dict(sorted(collections.Counter(table.column("status").to_pylist()).items()))

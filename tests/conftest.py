@@ -1,0 +1,36 @@
+"""Shared fixtures: small real photos from samples/, and an in-memory filesystem for manifests."""
+import pathlib
+
+import fsspec
+import numpy as np
+import pytest
+
+from transforms.images import decode_image, encode_png
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture
+def memfs():
+    """A clean memory:// filesystem (fsspec keeps one store per process)."""
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    fs.pseudo_dirs.clear()
+    fs.pseudo_dirs.append("")
+    yield fs
+    fs.store.clear()
+
+
+def small_png(seed: int, size=(40, 56)) -> bytes:
+    """A small image with edges and colour, different per seed."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((*size, 3), np.uint8)
+    img[:] = rng.integers(0, 255, 3)
+    img[size[0] // 4 : size[0] // 2, size[1] // 3 :] = rng.integers(0, 255, 3)
+    img += rng.integers(0, 20, img.shape, dtype=np.uint8)
+    return encode_png(img)
+
+
+def sample_photo(name: str) -> np.ndarray:
+    return decode_image((SAMPLES / "content" / name).read_bytes())

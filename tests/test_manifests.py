@@ -1,0 +1,87 @@
+import io
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.manifests import ManifestEntry, ManifestError, check_manifest, read_manifest
+from pipeline.transformations import ReadManifest
+
+
+
+
+def _read_in_pipeline(spec, expected):
+    with TestPipeline() as p:
+        entries = p | ReadManifest(spec) | beam.Map(lambda e: (e.id, e.uri, e.error))
+        assert_that(entries, equal_to(expected))
+
+
+@pytest.fixture
+def catalog(memfs):
+    for name in ["a.png", "b.jpg", "sub/c.webp", "notes.txt"]:
+        memfs.pipe(f"/cat/{name}", b"x")
+    return memfs
+
+
+def test_folder_is_searched_recursively_for_images(catalog):
+    _read_in_pipeline(
+        "memory://cat",
+        [("a", "memory:///cat/a.png", None), ("b", "memory:///cat/b.jpg", None), ("c", "memory:///cat/sub/c.webp", None)],
+    )
+
+
+def test_glob(catalog):
+    _read_in_pipeline("memory://cat/*.png", [("a", "memory:///cat/a.png", None)])
+
+
+def test_text_manifest_skips_blanks_and_comments_and_resolves_relative_uris(memfs):
+    memfs.pipe("/m/list.txt", b"# the seed's input/content.txt format\n\nimgs/one.png\n  https://example.com/two.jpg?x=1  \n")
+    _read_in_pipeline(
+        "memory://m/list.txt",
+        [("one", "memory:///m/imgs/one.png", None), ("two", "https://example.com/two.jpg?x=1", None)],
+    )
+
+
+def test_csv_manifest_with_ids(memfs):
+    memfs.pipe("/m/list.csv", b"id,uri,extra\nfirst,/abs/1.png,x\n,rel/2.png,y\n")
+    _read_in_pipeline("memory://m/list.csv", [("first", "/abs/1.png", None), ("2", "memory:///m/rel/2.png", None)])
+
+
+def test_jsonl_manifest(memfs):
+    rows = [{"id": "j1", "uri": "gs://bucket/p.png"}, {"uri": "s3://b/q.jpg"}]
+    memfs.pipe("/m/list.jsonl", "\n".join(json.dumps(r) for r in rows).encode())
+    _read_in_pipeline("memory://m/list.jsonl", [("j1", "gs://bucket/p.png", None), ("q", "s3://b/q.jpg", None)])
+
+
+def test_parquet_manifest(memfs):
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"uri": ["memory:///x/p1.png", "memory:///x/p2.png"], "id": ["one", None]}), buf)
+    memfs.pipe("/m/list.parquet", buf.getvalue())
+    _read_in_pipeline("memory://m/list.parquet", [("one", "memory:///x/p1.png", None), ("p2", "memory:///x/p2.png", None)])
+
+
+def test_duplicate_ids_become_error_entries(memfs):
+    memfs.pipe("/m/list.txt", b"a/x.png\nb/x.png\n")
+    entries = list(read_manifest("memory://m/list.txt"))
+    assert entries[0] == ManifestEntry("x", "memory:///m/a/x.png")
+    assert entries[1].id == "x" and "duplicate id 'x'" in entries[1].error
+
+
+@pytest.mark.parametrize(
+    "path, content, message",
+    [
+        ("/m/missing.txt", None, "does not exist"),
+        ("/m/empty.txt", b"# nothing\n\n", "no images found"),
+        ("/m/nouri.csv", b"path\n/a.png\n", "no 'uri' column"),
+        ("/m/list.xlsx", b"?", "unknown manifest format"),
+    ],
+)
+def test_unusable_manifests_fail_before_any_work(memfs, path, content, message):
+    if content is not None:
+        memfs.pipe(path, content)
+    with pytest.raises(ManifestError, match=message):
+        check_manifest(f"memory://{path}")
