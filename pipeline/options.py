@@ -40,15 +40,22 @@ NST_HELP = {
 }
 
 
+def _spellings(dest: str) -> list[str]:
+    """Beam's own flags use underscores; people type dashes. Accept both."""
+    dashed = dest.replace("_", "-")
+    return [f"--{dest}"] if dashed == dest else [f"--{dest}", f"--{dashed}"]
+
+
 def _add_dataclass_flags(group, cls, prefix: str, helps: dict[str, str], keep_defaults: bool) -> None:
     """One flag per dataclass field, typed from the field. Without `keep_defaults` the default is None
     (meaning "the preset's value"), so a preset can fill what the user did not set."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         default = field.default if keep_defaults else None
+        dest = f"{prefix}{field.name}"
         group.add_argument(
-            f"--{prefix}{field.name.replace('_', '-')}",
-            dest=f"{prefix.replace('-', '_')}{field.name}",
+            *_spellings(dest),
+            dest=dest,
             type=hints[field.name],
             default=default,
             help=f"{helps.get(field.name, field.name)} (default: {field.default})",
@@ -65,10 +72,9 @@ class ToonbeamOptions(PipelineOptions):
         )
         io_group.add_argument("--style", help="style images, in any of the --content forms (needed by nst)")
         io_group.add_argument("--output", default="out", help="output folder or URI (default: out)")
-        io_group.add_argument("--run_id", "--run-id", dest="run_id", help="id written in every report row (default: a timestamp)")
+        io_group.add_argument(*_spellings("run_id"), dest="run_id", help="id written in every report row (default: a timestamp)")
         io_group.add_argument(
-            "--max_input_pixels",
-            "--max-input-pixels",
+            *_spellings("max_input_pixels"),
             dest="max_input_pixels",
             type=int,
             default=100_000_000,
@@ -78,7 +84,7 @@ class ToonbeamOptions(PipelineOptions):
         method.add_argument("--method", choices=METHODS, default="classical", help="default: classical")
         classical = parser.add_argument_group("Classical cartoon filter (defaults come from --preset)")
         classical.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="default: seed")
-        _add_dataclass_flags(classical, CartoonParams, "cartoon-", CARTOON_HELP, keep_defaults=False)
+        _add_dataclass_flags(classical, CartoonParams, "cartoon_", CARTOON_HELP, keep_defaults=False)
         nst = parser.add_argument_group("Neural style transfer")
         nst.add_argument("--extractor", choices=sorted(EXTRACTORS), default="vgg19", help="default: vgg19")
         nst.add_argument(
