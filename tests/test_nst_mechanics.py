@@ -1,0 +1,74 @@
+"""Shapes, ranges and batching of NST with seeded random weights at tiny sizes (fast, offline)."""
+import numpy as np
+import pytest
+
+from transforms.nst.extractors import EXTRACTORS, load_extractor
+from transforms.nst.optimize import NSTResult, NSTSettings, content_targets, evaluate_losses, style_targets, stylize
+
+RNG = np.random.default_rng(3)
+CONTENT = RNG.random((40, 56, 3), dtype=np.float32)
+STYLES = [RNG.random((48, 48, 3), dtype=np.float32), RNG.random((32, 64, 3), dtype=np.float32)]
+FEW_STEPS = NSTSettings(steps=6)
+
+
+@pytest.fixture(scope="module", params=sorted(EXTRACTORS))
+def extractor(request):
+    return load_extractor(request.param, weights="random")
+
+
+@pytest.fixture(scope="module")
+def targets(extractor):
+    return content_targets(extractor, CONTENT), [style_targets(extractor, s) for s in STYLES]
+
+
+def test_target_shapes(extractor, targets):
+    content, grams = targets
+    assert len(content) == len(extractor.spec.content_layers)
+    assert all(c.ndim == 3 and c.dtype == np.float32 for c in content)
+    for per_style in grams:
+        assert len(per_style) == len(extractor.spec.style_layers)
+        assert all(g.ndim == 2 and g.shape[0] == g.shape[1] and g.dtype == np.float32 for g in per_style)
+
+
+def test_stylize_shapes_range_and_losses(extractor, targets):
+    content, grams = targets
+    result = stylize(extractor, CONTENT, content, grams, FEW_STEPS)
+    assert isinstance(result, NSTResult)
+    assert result.images.shape == (2, *CONTENT.shape) and result.images.dtype == np.float32
+    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+    assert not np.allclose(result.images[0], CONTENT)
+    assert len(result.losses) == 2
+    for losses in result.losses:
+        assert set(losses) == {"total", "content", "style", "tv"}
+        assert losses["total"] == pytest.approx(losses["content"] + losses["style"] + losses["tv"], rel=1e-5)
+
+
+def test_batch_equals_each_style_alone(extractor, targets):
+    content, grams = targets
+    batch = stylize(extractor, CONTENT, content, grams, FEW_STEPS)
+    for b, per_style in enumerate(grams):
+        alone = stylize(extractor, CONTENT, content, [per_style], FEW_STEPS)
+        np.testing.assert_allclose(batch.images[b], alone.images[0], atol=2e-4)
+        assert batch.losses[b]["total"] == pytest.approx(alone.losses[0]["total"], rel=1e-3)
+
+
+def test_zero_steps_returns_the_content_image(extractor, targets):
+    content, grams = targets
+    result = stylize(extractor, CONTENT, content, grams[:1], NSTSettings(steps=0))
+    np.testing.assert_array_equal(result.images[0], CONTENT)
+    assert result.losses[0]["content"] == pytest.approx(0.0, abs=1e-9)
+    assert result.losses == evaluate_losses(extractor, CONTENT[None], content, grams[:1], NSTSettings(steps=0))
+
+
+def test_non_finite_loss_is_reported_not_hidden(extractor, targets):
+    content, grams = targets
+    bad = CONTENT.copy()
+    bad[0, 0, 0] = np.nan
+    result = stylize(extractor, bad, content, grams[:1], FEW_STEPS)
+    assert np.isnan(result.losses[0]["total"])
+
+
+def test_rejects_a_batch_instead_of_one_image(extractor, targets):
+    content, grams = targets
+    with pytest.raises(ValueError, match=r"one \[H,W,3\] image"):
+        stylize(extractor, CONTENT[None], content, grams, FEW_STEPS)

@@ -1,0 +1,181 @@
+"""Frozen ImageNet CNNs that turn [0,1] images into the features NST compares.
+
+Each extractor is a `keras.Model` whose input is a float batch [B,H,W,3] in [0,1]
+(the network's own preprocessing is inside the model, written in keras.ops so it
+compiles on every backend) and whose outputs are the style-layer activations
+followed by the content-layer activations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Callable
+
+import fsspec
+import keras
+from keras import ops
+
+# ImageNet channel means in BGR order, as `keras.applications.vgg19.preprocess_input` uses them.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The extractor's weights file cannot be found or fetched."""
+
+
+def vgg19_preprocess(images):
+    """[0,1] RGB -> VGG19 "caffe" input: scale to [0,255], RGB->BGR, subtract the ImageNet mean."""
+    bgr = ops.flip(images * 255.0, axis=-1)
+    return bgr - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype=bgr.dtype)
+
+
+def mobilenet_v3_preprocess(images):
+    """[0,1] -> [0,255]; MobileNetV3 (include_preprocessing=True) rescales to [-1,1] itself."""
+    return images * 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractorSpec:
+    """Which network, which of its layers, and where Keras keeps its ImageNet weights."""
+
+    name: str
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    build: Callable[..., keras.Model]  # build(weights=...) -> the headless application model
+    preprocess: Callable  # [0,1] images -> what `build`'s model expects
+    weights_file: str  # file name in $KERAS_HOME/models
+    weights_origin: str
+    weights_md5: str
+
+
+VGG19 = ExtractorSpec(
+    name="vgg19",
+    content_layers=("block5_conv2",),
+    style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+    build=lambda weights: keras.applications.VGG19(include_top=False, weights=weights),
+    preprocess=vgg19_preprocess,
+    weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    weights_origin="https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    weights_md5="253f8cb515780f3b799900260a226db6",
+)
+
+MOBILENET_V3_LARGE = ExtractorSpec(
+    # Layer choice: the residual `expanded_conv_*_add` block outputs, one per resolution
+    # (strides 2, 4, 8, 16; 16/24/40/80 channels) for style, mirroring VGG19's
+    # block1..block5 conv1 pyramid from edges to textures to motifs, and the last stride-16
+    # block (expanded_conv_11_add, 112 ch) for content, as block5_conv2 is VGG19's stride-16
+    # content layer. Stride 32 is skipped: too coarse and too class-specific for NST. These
+    # are the only block outputs with fixed names (the activation layers' names are
+    # auto-numbered per process). The loss weights are VGG19's; expect to retune them.
+    name="mobilenet_v3_large",
+    content_layers=("expanded_conv_11_add",),
+    style_layers=("expanded_conv_add", "expanded_conv_2_add", "expanded_conv_5_add", "expanded_conv_9_add"),
+    build=lambda weights: keras.applications.MobileNetV3Large(
+        input_shape=(None, None, 3), include_top=False, weights=weights, include_preprocessing=True
+    ),
+    preprocess=mobilenet_v3_preprocess,
+    weights_file="weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+    weights_origin="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
+    "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+    weights_md5="07fb09a5933dd0c8eaafa16978110389",
+)
+
+EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (VGG19, MOBILENET_V3_LARGE)}
+
+RANDOM_SEED = 0
+
+
+class FeatureExtractor:
+    """A frozen `model` mapping [B,H,W,3] in [0,1] to (style features, content features)."""
+
+    def __init__(self, spec: ExtractorSpec, base: keras.Model):
+        self.spec = spec
+        base.trainable = False
+        taps = keras.Model(
+            base.input, [base.get_layer(name).output for name in spec.style_layers + spec.content_layers]
+        )
+        images = keras.Input(shape=(None, None, 3), name="images_0_1")
+        self.model = keras.Model(images, taps(spec.preprocess(images)), name=f"nst_{spec.name}")
+        self.model.trainable = False
+        self.compiled: dict = {}  # optimize.py's compiled functions, per settings
+
+    def split(self, outputs):
+        """Model outputs -> (style features, content features)."""
+        n_style = len(self.spec.style_layers)
+        return list(outputs[:n_style]), list(outputs[n_style:])
+
+    def __call__(self, images):
+        return self.split(self.model(images, training=False))
+
+
+def _keras_models_dir() -> str:
+    """$KERAS_HOME/models, read now (Keras itself reads KERAS_HOME once, at import)."""
+    return os.path.join(os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models")
+
+
+def _is_weights_uri(weights: str) -> bool:
+    return weights.endswith(".h5")
+
+
+def ensure_weights_available(name: str = "vgg19", weights: str = "imagenet") -> None:
+    """Driver preflight: fail fast, with one actionable line, before any worker starts.
+
+    "imagenet" lets Keras fetch into its cache if the file is missing there;
+    a .h5 path/URI must exist; "random" needs nothing.
+    """
+    spec = _spec(name)
+    if weights == "random":
+        return
+    if _is_weights_uri(weights):
+        fs, path = fsspec.core.url_to_fs(weights)
+        if not fs.exists(path):
+            raise WeightsUnavailable(f"{spec.name} weights file not found: {weights}")
+        return
+    if weights != "imagenet":
+        raise ValueError(f"weights must be 'imagenet', 'random' or a .h5 path/URI, got {weights!r}")
+    folder = _keras_models_dir()
+    try:
+        keras.utils.get_file(
+            spec.weights_file,
+            spec.weights_origin,
+            cache_dir=os.path.dirname(folder),
+            cache_subdir="models",
+            file_hash=spec.weights_md5,
+        )
+    except Exception as error:  # get_file raises assorted network/hash errors
+        hint = " (offline: run ../shared/tools/stage-vgg19-weights)" if spec.name == "vgg19" else ""
+        raise WeightsUnavailable(
+            f"{spec.name} ImageNet weights missing: put {spec.weights_file} in {folder}/{hint}; "
+            f"download failed: {type(error).__name__}: {error}".splitlines()[0]
+        ) from error
+
+
+def load_extractor(name: str = "vgg19", weights: str = "imagenet") -> FeatureExtractor:
+    """Build the extractor with "imagenet" (Keras cache/download), "random" (seeded, for tests)
+    or a .h5 / .weights.h5 path or fsspec URI (copied locally, loaded with `load_weights`)."""
+    spec = _spec(name)
+    if weights == "imagenet":
+        return FeatureExtractor(spec, spec.build(weights="imagenet"))
+    if weights == "random":
+        keras.utils.set_random_seed(RANDOM_SEED)
+        return FeatureExtractor(spec, spec.build(weights=None))
+    if not _is_weights_uri(weights):
+        raise ValueError(f"weights must be 'imagenet', 'random' or a .h5 path/URI, got {weights!r}")
+    base = spec.build(weights=None)
+    suffix = ".weights.h5" if weights.endswith(".weights.h5") else ".h5"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "weights" + suffix)
+        with fsspec.open(weights, "rb") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        base.load_weights(local)
+    return FeatureExtractor(spec, base)
+
+
+def _spec(name: str) -> ExtractorSpec:
+    try:
+        return EXTRACTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown extractor {name!r}; choose from {sorted(EXTRACTORS)}") from None

@@ -1,0 +1,59 @@
+"""Gatys et al. NST losses in keras.ops, one value per image so a batch optimises independently.
+
+The math is the seed's (TensorFlow style-transfer tutorial): Gram matrices averaged over
+locations, mean squared errors averaged over layers, and `tf.image.total_variation`.
+"""
+from keras import ops
+
+
+def gram_matrix(features):
+    """Channel correlations averaged over locations: [B,H,W,C] -> [B,C,C].
+
+    >>> import numpy as np
+    >>> x = np.array([[[[1., 2.]], [[3., 4.]]]], "float32")  # B=1, H=2, W=1, C=2
+    >>> np.asarray(gram_matrix(x)).tolist()  # ([1,2]^T[1,2] + [3,4]^T[3,4]) / 2
+    [[[5.0, 7.0], [7.0, 10.0]]]
+    """
+    shape = ops.shape(features)
+    locations = ops.cast(shape[1] * shape[2], features.dtype)
+    return ops.einsum("bijc,bijd->bcd", features, features) / locations
+
+
+def style_loss(style_features, target_grams, weight=1.0):
+    """weight / n_layers * sum over layers of mean((gram - target)^2), per image: [B].
+
+    target_grams[i] is [B,C,C] (one style per image) or [C,C] (shared).
+
+    >>> import numpy as np
+    >>> x = np.array([[[[1., 2.]], [[3., 4.]]]], "float32")  # gram [[5,7],[7,10]]
+    >>> np.asarray(style_loss([x], [np.zeros((2, 2), "float32")], weight=2.0)).tolist()
+    [111.5]
+    """
+    per_layer = [ops.mean(ops.square(gram_matrix(f) - t), axis=(1, 2)) for f, t in zip(style_features, target_grams)]
+    return ops.sum(ops.stack(per_layer), axis=0) * (weight / len(per_layer))
+
+
+def content_loss(content_features, targets, weight=1.0):
+    """weight / n_layers * sum over layers of mean((features - target)^2), per image: [B].
+
+    >>> import numpy as np
+    >>> x = np.array([[[[1., 2.]], [[3., 4.]]]], "float32")
+    >>> np.asarray(content_loss([x], [np.zeros((2, 1, 2), "float32")], weight=10.0)).tolist()
+    [75.0]
+    """
+    per_layer = [ops.mean(ops.square(f - t), axis=(1, 2, 3)) for f, t in zip(content_features, targets)]
+    return ops.sum(ops.stack(per_layer), axis=0) * (weight / len(per_layer))
+
+
+def total_variation(images):
+    """Sum of absolute vertical and horizontal neighbour differences per image, as
+    `tf.image.total_variation`: [B,H,W,C] -> [B].
+
+    >>> import numpy as np
+    >>> x = np.array([[[[0.], [1.]], [[3.], [3.]]]], "float32")  # 2x2: rows [0,1], [3,3]
+    >>> np.asarray(total_variation(x)).tolist()  # vertical 3+2, horizontal 1+0
+    [6.0]
+    """
+    vertical = ops.sum(ops.abs(images[:, 1:, :, :] - images[:, :-1, :, :]), axis=(1, 2, 3))
+    horizontal = ops.sum(ops.abs(images[:, :, 1:, :] - images[:, :, :-1, :]), axis=(1, 2, 3))
+    return vertical + horizontal
