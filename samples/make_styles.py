@@ -42,10 +42,40 @@ def stained_glass(rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def wave_bands(rng: np.random.Generator) -> np.ndarray:
+    """Wavy bands of flat colour with ink contours, like a screen print."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    field = np.sin(9 * yy + 2.5 * np.sin(6 * xx + phase[0])) + np.cos(7 * xx + 2 * np.sin(5 * yy + phase[1]))
+    bands = np.floor((field + 2) * 2).astype(int) % len(POP_PALETTE)
+    img = np.array(POP_PALETTE, np.uint8)[bands]
+    edges = (np.diff(bands, axis=0, prepend=bands[:1]) != 0) | (np.diff(bands, axis=1, prepend=bands[:, :1]) != 0)
+    img[cv2.dilate(edges.astype(np.uint8), np.ones((4, 4), np.uint8)).astype(bool)] = (0, 0, 0)
+    return img
+
+
+def crayon_hatch(rng: np.random.Generator) -> np.ndarray:
+    """Short crossing crayon strokes on warm paper."""
+    img = np.full((SIZE, SIZE, 3), (245, 235, 215), np.uint8)
+    for _ in range(2500):
+        x, y = (int(v) for v in rng.integers(0, SIZE, 2))
+        angle = rng.choice([np.pi / 4, 3 * np.pi / 4]) + rng.normal(0, 0.15)
+        length = rng.integers(10, 30)
+        end = (int(x + length * np.cos(angle)), int(y + length * np.sin(angle)))
+        color = GLASS_PALETTE[rng.integers(len(GLASS_PALETTE))]
+        cv2.line(img, (x, y), end, color, int(rng.integers(2, 5)), cv2.LINE_AA)
+    return img
+
+
 def main() -> None:
     out = pathlib.Path(__file__).parent / "style"
     out.mkdir(exist_ok=True)
-    for name, draw in [("pop_art", pop_art), ("stained_glass", stained_glass)]:
+    for name, draw in [
+        ("pop_art", pop_art),
+        ("stained_glass", stained_glass),
+        ("wave_bands", wave_bands),
+        ("crayon_hatch", crayon_hatch),
+    ]:
         rgb = draw(np.random.default_rng(7))
         cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
