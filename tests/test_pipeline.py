@@ -62,17 +62,17 @@ def test_classical_rows_images_and_report(memfs, tmp_path):
 
 
 def test_nst_fans_out_every_pair_and_loads_the_extractor_once(memfs, tmp_path):
-    for i in range(3):
+    for i in range(4):
         memfs.pipe(f"/c/c{i}.png", small_png(i))
-    for i in range(2):
+    for i in range(4):
         memfs.pipe(f"/s/s{i}.png", small_png(10 + i))
     memfs.pipe("/s/bad.png", b"")
     argv = [
         "--content", "memory://c", "--style", "memory://s", "--output", str(tmp_path), "--method", "nst",
         "--weights", "random", "--steps", "2", "--max_dim", "32",
     ]
-    expected = [(f"c{c}", f"s{s}", "ok", None) for c in range(3) for s in range(2)]
-    expected += [(f"c{c}", "bad", "error", "decode_error") for c in range(3)]
+    expected = [(f"c{c}", f"s{s}", "ok", None) for c in range(4) for s in range(4)]
+    expected += [(f"c{c}", "bad", "error", "decode_error") for c in range(4)]
     result = _run(argv, expected)
     assert _counter(result, "extractor_loads") == 1
     rows = [r for r in read_report(str(tmp_path)).to_pylist() if r["status"] == "ok"]
@@ -81,7 +81,7 @@ def test_nst_fans_out_every_pair_and_loads_the_extractor_once(memfs, tmp_path):
         assert max(row["height"], row["width"]) == 32
         assert all(np.isfinite(row[k]) for k in ("loss_total", "loss_content", "loss_style", "loss_tv"))
         assert decode_image(pathlib.Path(row["output_uri"]).read_bytes()).shape == (row["height"], row["width"], 3)
-    assert len({r["output_uri"] for r in rows}) == 6
+    assert len({r["output_uri"] for r in rows}) == 16
 
 
 def _cli(*args, cwd=ROOT):
