@@ -1,0 +1,518 @@
+"""OUTPUT/index.html: a self-contained contact sheet of a run, built from its Parquet report.
+
+One HTML file that works offline, opened from disk or served with the folder:
+
+* the content x style grid: content images as row headers, the classical result beside each, one
+  column per style (style images as column headers), each cell with its seconds and final loss and a
+  relative link to the full image under OUTPUT/images/;
+* the failed units with their errors;
+* seconds per unit against image size, by method, and the NST loss curves (when recorded).
+
+Thumbnails are small JPEG data URIs made with Pillow, so the page has no external references at all
+(and source images on gs:// or http(s):// still show when the page is opened offline). Plots are
+inline SVG computed here and drawn by the Jinja2 template: no plotting dependency on the Dataflow
+workers, which install this package too. Everything from the report is escaped by Jinja2 autoescape.
+
+Loss curves come from a `loss_curve` list<float> report column (with an optional `loss_curve_every`
+int column) or from the sidecar OUTPUT/curves.jsonl / OUTPUT/curves/*.jsonl, one JSON object a line:
+{"content_id": str, "style_id": str, "step_every": int, "losses": [float, ...]}, where losses[i] is
+the total loss at optimisation step i * step_every (losses[0]: before the first step).
+"""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import datetime
+import io
+import json
+import logging
+import math
+import urllib.parse
+
+import fsspec
+import jinja2
+from PIL import Image, ImageOps
+
+from pipeline import storage, summary
+from pipeline.report import read_report
+
+LOG = logging.getLogger(__name__)
+
+#: Longest side of a thumbnail, in pixels (shown at up to 128 CSS px; the rest is for dense screens).
+THUMB_PX = 176
+THUMB_QUALITY = 80
+#: Content rows drawn in the grid; a larger run says how many were left out (the report has them all).
+MAX_GRID_ROWS = 300
+MAX_ERROR_ROWS = 1000
+MAX_SCATTER_POINTS = 5000
+MAX_CURVES = 80
+#: Parallel thumbnail reads (object stores are latency-bound; decoding releases the GIL).
+THUMB_THREADS = 8
+
+#: Method colours (colour-blind safe, Okabe-Ito); other methods and styles cycle through PALETTE.
+METHOD_COLOURS = {"classical": "#0072B2", "nst": "#D55E00"}
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+
+CURVES_FILE = "curves.jsonl"
+CURVES_GLOB = "curves/*.jsonl"
+
+
+# --------------------------------------------------------------------------------------------- API
+
+
+def write_contact_sheet(output: str) -> str:
+    """Write OUTPUT/index.html (atomically when local) and return its URI."""
+    html = render_contact_sheet(output)
+    uri = storage.join_uri(output, "index.html")
+    storage.write_atomic(uri, html.encode("utf-8"))
+    return uri
+
+
+def render_contact_sheet(output: str, *, loss_curves: list[dict] | None = None) -> str:
+    """The page's HTML for the run in OUTPUT. `loss_curves` overrides what is read from OUTPUT (tests)."""
+    table = read_report(output)
+    rows = table.to_pylist()
+    if loss_curves is None:
+        loss_curves = read_loss_curves(output, _full_table(output, table))
+    return _template().render(**sheet_model(output, rows, loss_curves))
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+@dataclasses.dataclass
+class Thumb:
+    src: str | None  # data URI, or None when the image could not be read
+    problem: str = ""  # why there is no image, in two or three words
+    detail: str = ""  # and in full (a tooltip)
+
+
+@dataclasses.dataclass
+class Unit:
+    status: str
+    method: str
+    content_id: str
+    style_id: str | None
+    thumb: Thumb | None
+    href: str | None
+    seconds: str
+    loss: str | None
+    size: str
+    error_type: str | None
+    error: str | None
+
+
+@dataclasses.dataclass
+class Column:
+    method: str
+    style_id: str | None
+    label: str
+    thumb: Thumb | None
+    href: str | None
+
+
+@dataclasses.dataclass
+class GridRow:
+    content_id: str
+    thumb: Thumb
+    href: str | None
+    cells: list  # list[list[Unit]], one list per column
+
+
+def sheet_model(output: str, rows: list[dict], loss_curves: list[dict]) -> dict:
+    """Everything the template needs, as plain values (no I/O besides reading the thumbnails)."""
+    output = output.rstrip("/")
+    content_ids = sorted({r["content_id"] or "" for r in rows})
+    shown_ids = content_ids[:MAX_GRID_ROWS]
+    shown = set(shown_ids)
+    grid_rows = [r for r in rows if (r["content_id"] or "") in shown]
+
+    # Columns: style-less methods first (classical), then one per style (and styled method).
+    unstyled = summary.method_order({r["method"] for r in grid_rows if not r["style_id"]})
+    styled_methods = summary.method_order({r["method"] for r in grid_rows if r["style_id"]})
+    style_uris = {}
+    for r in grid_rows:
+        if r["style_id"]:
+            style_uris.setdefault(r["style_id"], r["style_uri"])
+    keys = [(m, None) for m in unstyled] + [(m, s) for s in sorted(style_uris) for m in styled_methods]
+    content_uris = {}
+    for r in rows:
+        content_uris.setdefault(r["content_id"] or "", r["content_uri"])
+
+    # Every image is read once, in parallel: sources (headers) and results (cells).
+    wanted = {}
+    for cid in shown_ids:
+        wanted[("src", content_uris[cid])] = content_uris[cid]
+    for sid, uri in style_uris.items():
+        wanted[("src", uri)] = uri
+    for r in grid_rows:
+        if r["status"] == "ok":
+            wanted[("out", r["output_uri"])] = _result_read_uri(output, r["output_uri"])
+    thumbs = _thumbnails(wanted)
+
+    cells = {}
+    for r in grid_rows:
+        unit = _unit(output, r, thumbs.get(("out", r["output_uri"])))
+        cells.setdefault((r["content_id"] or "", r["method"], r["style_id"] or None), []).append(unit)
+    columns = []
+    for method, style_id in keys:
+        if style_id is None:
+            columns.append(Column(method, None, method, None, None))
+        else:
+            label = style_id if len(styled_methods) == 1 else f"{style_id} ({method})"
+            uri = style_uris[style_id]
+            columns.append(Column(method, style_id, label, thumbs.get(("src", uri)), _source_href(output, uri)))
+    grid = [
+        GridRow(
+            content_id=cid,
+            thumb=thumbs.get(("src", content_uris[cid])) or Thumb(None, "no source"),
+            href=_source_href(output, content_uris[cid]),
+            cells=[cells.get((cid, m, s), []) for m, s in keys],
+        )
+        for cid in shown_ids
+    ]
+
+    errors = [r for r in rows if r["status"] == "error"]
+    errors.sort(key=lambda r: (r["content_id"] or "", r["style_id"] or "", r["method"] or ""))
+    run_ids = sorted({r["run_id"] for r in rows if r["run_id"]})
+    return dict(
+        output=output,
+        run_ids=run_ids,
+        generated=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        unit_count=len(rows),
+        status_counts=summary.status_counts(rows),
+        method_stats=summary.method_stats(rows),
+        format_seconds=summary.format_seconds,
+        columns=columns,
+        grid=grid,
+        grid_units=len(grid_rows),
+        content_count=len(content_ids),
+        errors=errors[:MAX_ERROR_ROWS],
+        error_count=len(errors),
+        errors_by_type=summary.errors_by_type(rows),
+        scatter=scatter_plot(rows),
+        curves=curves_plot(loss_curves),
+    )
+
+
+def _unit(output: str, r: dict, thumb: Thumb | None) -> Unit:
+    loss = r["loss_total"]
+    return Unit(
+        status=r["status"] or "unknown",
+        method=r["method"] or "",
+        content_id=r["content_id"] or "",
+        style_id=r["style_id"],
+        thumb=thumb if r["status"] == "ok" else None,
+        href=_result_href(output, r["output_uri"]) if r["status"] == "ok" else None,
+        seconds=summary.format_seconds(r["seconds_total"]),
+        loss=_format_number(loss) if isinstance(loss, (int, float)) else None,
+        size=summary.size_text(r),
+        error_type=r["error_type"],
+        error=r["error"],
+    )
+
+
+# -------------------------------------------------------------------------------- links and thumbs
+
+
+def _relative_result(output: str, uri: str | None) -> str | None:
+    """The result's path inside OUTPUT ("images/nst/a__b.png"), or None.
+
+    The pipeline names every result OUTPUT/images/<method>/<file> (file names are sanitised ids
+    without "/"), so the tail after the last "/images/" is its place in the folder, wherever the
+    folder was when the run wrote it: a moved or copied output folder keeps working.
+    """
+    if not uri:
+        return None
+    if uri.startswith(output + "/"):
+        return uri[len(output) + 1 :]
+    if uri.startswith("images/"):
+        return uri
+    if "/images/" in uri:
+        return "images/" + uri.rsplit("/images/", 1)[1]
+    return None
+
+
+def _result_read_uri(output: str, uri: str | None) -> str | None:
+    """Where to read a result now: inside OUTPUT if it is there, else where the report says."""
+    relative = _relative_result(output, uri)
+    if relative:
+        here = storage.join_uri(output, relative)
+        try:
+            fs, path = fsspec.core.url_to_fs(here)
+            if fs.exists(path):
+                return here
+        except Exception:  # noqa: BLE001 - fall back to the recorded URI
+            pass
+    return uri
+
+
+def _result_href(output: str, uri: str | None) -> str | None:
+    relative = _relative_result(output, uri)
+    if relative:
+        return urllib.parse.quote(relative)
+    return _source_href(output, uri)
+
+
+def _source_href(output: str, uri: str | None) -> str | None:
+    """A link to a source image: relative when inside OUTPUT, http(s) as is, else none (a gs:// or
+    absolute local path would not follow the folder)."""
+    if not uri:
+        return None
+    if uri.startswith(output + "/"):
+        return urllib.parse.quote(uri[len(output) + 1 :])
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        return uri
+    return None
+
+
+def thumbnail(data: bytes, size: int = THUMB_PX) -> str:
+    """A JPEG data URI of the image, at most `size` pixels on its longest side."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "P", "PA"):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        image = image.convert("RGB")
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _read_thumb(uri: str | None) -> Thumb:
+    if not uri:
+        return Thumb(None, "no image")
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        return Thumb(None, "image missing", uri)
+    except Exception as exc:  # noqa: BLE001 - a page with a gap beats no page
+        return Thumb(None, "cannot read", f"{uri}: {type(exc).__name__}: {exc}")
+    try:
+        return Thumb(thumbnail(data))
+    except Exception as exc:  # noqa: BLE001
+        return Thumb(None, "not an image", f"{uri}: {type(exc).__name__}: {exc}")
+
+
+def _thumbnails(wanted: dict) -> dict:
+    if not wanted:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(min(THUMB_THREADS, len(wanted))) as pool:
+        futures = {key: pool.submit(_read_thumb, uri) for key, uri in wanted.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+# ------------------------------------------------------------------------------------ loss curves
+
+
+def _full_table(output: str, table):
+    """The report with any columns beyond REPORT_SCHEMA (read_report projects onto the schema), so a
+    `loss_curve` column shows up as soon as the pipeline writes one."""
+    try:
+        import pyarrow.parquet as pq
+
+        fs, path = fsspec.core.url_to_fs(storage.join_uri(output, "report"))
+        full = pq.read_table(path, filesystem=fs)
+        return full if "loss_curve" in full.column_names else table
+    except Exception:  # noqa: BLE001 - curves are optional
+        return table
+
+
+def read_loss_curves(output: str, table=None) -> list[dict]:
+    """Loss curves of NST units: {content_id, style_id, step_every, losses}, from the report's
+    `loss_curve` column and/or the curves.jsonl sidecar (later records win for the same pair)."""
+    curves = {}
+    if table is not None and "loss_curve" in table.column_names:
+        names = table.column_names
+        for r in table.select([n for n in ("content_id", "style_id", "steps", "loss_curve", "loss_curve_every") if n in names]).to_pylist():
+            losses = r.get("loss_curve") or []
+            if len(losses) < 2:
+                continue
+            every = r.get("loss_curve_every") or max(1, (r.get("steps") or len(losses) - 1) // (len(losses) - 1))
+            curves[(r["content_id"], r["style_id"])] = dict(
+                content_id=r["content_id"], style_id=r["style_id"], step_every=int(every), losses=losses
+            )
+    for record in _sidecar_records(output):
+        curves[(record["content_id"], record["style_id"])] = record
+    return [curves[k] for k in sorted(curves, key=lambda k: (k[0] or "", k[1] or ""))]
+
+
+def _sidecar_records(output: str) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(output)
+    paths = []
+    try:
+        if fs.exists(f"{root}/{CURVES_FILE}"):
+            paths.append(f"{root}/{CURVES_FILE}")
+        paths += sorted(fs.glob(f"{root}/{CURVES_GLOB}"))
+    except Exception as exc:  # noqa: BLE001
+        LOG.warning("cannot list loss curves in %s: %s", output, exc)
+        return []
+    records = []
+    for path in paths:
+        with fs.open(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    losses = [float(v) for v in record["losses"]]
+                    records.append(
+                        dict(
+                            content_id=str(record["content_id"]), style_id=str(record["style_id"]),
+                            step_every=max(1, int(record.get("step_every", 1))), losses=losses,
+                        )
+                    )
+                except (ValueError, KeyError, TypeError) as exc:
+                    LOG.warning("%s:%d: skipped loss curve record: %s", path, number, exc)
+    return records
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+PLOT_W, PLOT_H = 560, 320
+MARGIN = dict(left=64, right=16, top=16, bottom=44)
+
+
+@dataclasses.dataclass
+class Axis:
+    lo: float
+    hi: float
+    log: bool
+    ticks: list
+
+    def scale(self, value: float, start: float, end: float) -> float:
+        if self.log:
+            a, b, v = math.log10(self.lo), math.log10(self.hi), math.log10(value)
+        else:
+            a, b, v = self.lo, self.hi, value
+        return start + (end - start) * ((v - a) / (b - a) if b > a else 0.5)
+
+
+def _log_axis(values: list[float]) -> Axis:
+    low, high = min(values), max(values)
+    a, b = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    if b <= a:
+        b = a + 1
+    ticks = [10.0**e for e in range(a, b + 1)]
+    if b - a <= 2:  # a decade or two: add the 2s and 5s
+        ticks = sorted(ticks + [m * 10.0**e for e in range(a, b) for m in (2, 5)])
+    return Axis(10.0**a, 10.0**b, True, ticks)
+
+
+def _linear_axis(values: list[float]) -> Axis:
+    low, high = min(values), max(values)
+    if high <= low:
+        high = low + 1
+    raw = (high - low) / 5
+    step = 10 ** math.floor(math.log10(raw))
+    step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
+    lo, hi = math.floor(low / step) * step, math.ceil(high / step) * step
+    ticks = [lo + i * step for i in range(int(round((hi - lo) / step)) + 1)]
+    return Axis(lo, hi, False, ticks)
+
+
+def _format_number(value: float) -> str:
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    magnitude = abs(value)
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _frame(x: Axis, y: Axis, x_label: str, y_label: str) -> dict:
+    left, right = MARGIN["left"], PLOT_W - MARGIN["right"]
+    top, bottom = MARGIN["top"], PLOT_H - MARGIN["bottom"]
+    return dict(
+        width=PLOT_W, height=PLOT_H, left=left, right=right, top=top, bottom=bottom,
+        x_ticks=[(round(x.scale(t, left, right), 1), _format_number(t)) for t in x.ticks],
+        y_ticks=[(round(y.scale(t, bottom, top), 1), _format_number(t)) for t in y.ticks],
+        x_label=x_label, y_label=y_label,
+    )
+
+
+def scatter_plot(rows: list[dict]) -> dict | None:
+    """Seconds per ok unit against its pixels, one colour per method (log-log)."""
+    points = [
+        r for r in rows
+        if r["status"] == "ok" and r["height"] and r["width"]
+        and isinstance(r["seconds_total"], (int, float)) and r["seconds_total"] > 0
+    ]
+    if not points:
+        return None
+    if len(points) > MAX_SCATTER_POINTS:  # an even, deterministic sample
+        points = points[:: math.ceil(len(points) / MAX_SCATTER_POINTS)]
+    x = _log_axis([r["height"] * r["width"] for r in points])
+    y = _log_axis([r["seconds_total"] for r in points])
+    frame = _frame(x, y, "pixels per image (log)", "seconds per unit (log)")
+    methods = summary.method_order({r["method"] for r in points})
+    colours = {m: METHOD_COLOURS.get(m, PALETTE[i % len(PALETTE)]) for i, m in enumerate(methods)}
+    frame["legend"] = [(m or "?", colours[m]) for m in methods]
+    frame["lines"] = []
+    frame["points"] = [
+        dict(
+            cx=round(x.scale(r["height"] * r["width"], frame["left"], frame["right"]), 1),
+            cy=round(y.scale(r["seconds_total"], frame["bottom"], frame["top"]), 1),
+            colour=colours[r["method"]],
+            title=f"{r['method']}: {r['content_id']}{' × ' + r['style_id'] if r['style_id'] else ''}, "
+            f"{r['width']}x{r['height']}, {summary.format_seconds(r['seconds_total'])} s",
+        )
+        for r in points
+    ]
+    return frame
+
+
+def curves_plot(curves: list[dict]) -> dict | None:
+    """Total loss against optimisation step, one line per content x style pair, coloured by style."""
+    usable = []
+    for c in curves:
+        pts = [(i * c["step_every"], v) for i, v in enumerate(c["losses"]) if math.isfinite(v)]
+        if len(pts) >= 2:
+            usable.append((c, pts))
+    if not usable:
+        return None
+    drawn = usable[:MAX_CURVES]
+    xs = [p[0] for _, pts in drawn for p in pts]
+    ys = [p[1] for _, pts in drawn for p in pts]
+    log_y = min(ys) > 0
+    x = _linear_axis(xs)
+    y = _log_axis(ys) if log_y else _linear_axis(ys)
+    frame = _frame(x, y, "step", "total loss" + (" (log)" if log_y else ""))
+    styles = sorted({c["style_id"] for c, _ in drawn})
+    colours = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(styles)}
+    frame["legend"] = [(s, colours[s]) for s in styles]
+    frame["points"] = []
+    frame["lines"] = [
+        dict(
+            points=" ".join(
+                f"{x.scale(sx, frame['left'], frame['right']):.1f},{y.scale(sy, frame['bottom'], frame['top']):.1f}"
+                for sx, sy in pts
+            ),
+            colour=colours[c["style_id"]],
+            title=f"{c['content_id']} × {c['style_id']}: {_format_number(pts[0][1])} → {_format_number(pts[-1][1])}",
+        )
+        for c, pts in drawn
+    ]
+    frame["count"] = len(usable)
+    frame["drawn"] = len(drawn)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------- template
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=True,  # every value from the report is untrusted text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("contact_sheet.html.j2")
