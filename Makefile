@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 run-local: $(VENV)/.installed
-	$(PY) -m pipeline run --config configs/local.yaml
+	$(PY) -m pipeline run --config configs/quick.yaml
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
