@@ -16,6 +16,7 @@ REQUIRED = [
     "pyarrow>=14",
     "fsspec>=2023.6",
     "pyyaml>=6",
+    "jinja2>=3.1",  # the HTML contact sheet
     "aiohttp>=3.9",  # fsspec http(s):// reads
 ]
 
@@ -33,6 +34,7 @@ setuptools.setup(
     description="Batch cartoonization (OpenCV filter and neural style transfer) on Apache Beam",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    package_data={"pipeline": ["templates/*.j2"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["toonbeam=pipeline.cli:main"]},
