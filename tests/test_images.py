@@ -67,3 +67,118 @@ def test_resize_sets_the_long_side_both_ways():
 def test_float_conversions_invert_each_other():
     rgb = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
     assert np.array_equal(to_uint8(to_float01(rgb)), rgb)
+
+
+# --- Inputs a catalog meets (issue 6): each decodes to RGB uint8 or raises ImageDecodeError. ---------
+
+import struct
+import zlib
+
+from PIL import ImageOps
+
+from transforms.images import ImageTooSmall, check_min_side
+
+
+def _noise(h, w, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def png_bomb(width=40000, height=40000) -> bytes:
+    """A ~60-byte PNG whose header claims width x height RGB pixels (no pixel data)."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def jpeg_bomb(width=40000, height=40000) -> bytes:
+    """A small real JPEG whose SOF header is patched to claim width x height."""
+    data = bytearray(_save(Image.new("RGB", (8, 8), "red"), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("bomb", [png_bomb, jpeg_bomb], ids=["png", "jpeg"])
+def test_decompression_bombs_are_refused_from_the_header(bomb):
+    data = bomb()
+    assert len(data) < 1000
+    with pytest.raises(ImageTooLarge, match="40000x40000|exceeds"):
+        decode_image(data)
+    with pytest.raises(ImageTooLarge, match="5000x5000"):  # our limit, below Pillow's own
+        decode_image(bomb(5000, 5000), max_pixels=1_000_000)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_files_raise_a_decode_error(fmt):
+    data = _save(Image.fromarray(_noise(64, 64)), fmt)
+    for cut in (len(data) // 2, len(data) * 9 // 10):
+        with pytest.raises(ImageDecodeError, match="cannot decode"):
+            decode_image(data[:cut])
+
+
+def test_unrecognised_bytes_give_a_stable_message():
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(b"GIF89a but not really" + bytes(100))
+    assert "0x" not in str(info.value)  # no object addresses: the report's messages stay stable
+
+
+def test_palette_with_transparency_la_and_cmyk_become_rgb():
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 1
+    out = decode_image(_save(palette, "PNG"))
+    assert tuple(out[0, 0]) == (255, 0, 0) and tuple(out[0, 1]) == (255, 255, 255)
+    la = decode_image(_save(Image.new("LA", (2, 2), (10, 0)), "PNG"))
+    assert (la == 255).all()  # fully transparent grey on white
+    cmyk = decode_image(_save(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "JPEG"))
+    assert cmyk.shape == (4, 4, 3) and cmyk[0, 0, 0] > 200 and cmyk[0, 0, 1] < 60
+
+
+def test_exif_orientation_is_applied():
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :16] = (255, 0, 0)  # left half red
+    stored[:, 16:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    out = decode_image(_save(Image.fromarray(stored), "JPEG", exif=exif, quality=95))
+    assert out.shape == (32, 16, 3)
+    assert out[4, 8, 0] > 200 and out[4, 8, 2] < 60  # the left half is now on top
+    assert out[28, 8, 2] > 200 and out[28, 8, 0] < 60
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ("red", "blue")]
+    data = _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    out = decode_image(data)
+    assert out.shape == (4, 4, 3) and tuple(out[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("fmt, kwargs", [("WEBP", {"lossless": True}), ("TIFF", {}), ("BMP", {})])
+def test_webp_tiff_bmp(fmt, kwargs):
+    rgb = _noise(5, 7)
+    assert np.array_equal(decode_image(_save(Image.fromarray(rgb), fmt, **kwargs)), rgb)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4000), (4000, 1)])
+def test_degenerate_sizes_decode(shape):
+    rgb = _noise(*shape)
+    assert np.array_equal(decode_image(_save(Image.fromarray(rgb), "PNG")), rgb)
+
+
+def test_min_side_check():
+    assert check_min_side(np.zeros((16, 40, 3)), 16).shape == (16, 40, 3)
+    with pytest.raises(ImageTooSmall, match="40x15 is too small"):
+        check_min_side(np.zeros((15, 40, 3)), 16)
+
+
+def test_damaged_exif_keeps_the_pixels(monkeypatch):
+    def broken(img, **kwargs):
+        raise SyntaxError("bad EXIF")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    rgb = _noise(3, 4)
+    assert np.array_equal(decode_image(_save(Image.fromarray(rgb), "PNG")), rgb)

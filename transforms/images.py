@@ -5,7 +5,7 @@ import io
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Refuse images whose header claims more pixels than this (decompression bombs), before decoding.
 DEFAULT_MAX_INPUT_PIXELS = 100_000_000
@@ -19,11 +19,17 @@ class ImageTooLarge(ImageDecodeError):
     """The header claims more pixels than allowed; raised before any pixel is decoded."""
 
 
+class ImageTooSmall(ValueError):
+    """The image is smaller than a computation needs (NST's feature extractors need a minimum side)."""
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.ndarray:
     """Decode any Pillow-readable image to RGB uint8, the way a catalog user expects to see it.
 
     The size is checked from the header before decoding; EXIF orientation is applied; transparency
-    is composited on white; 16-bit images are scaled to 8 bits; animations give their first frame.
+    is composited on white; CMYK and palette images are converted; 16-bit images are scaled to 8 bits;
+    animations give their first frame. Whatever goes wrong raises `ImageDecodeError` (or its subclass
+    `ImageTooLarge`), never anything else.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -36,13 +42,37 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.
                 )
             img.seek(0)
             img.load()
-            return _to_rgb(ImageOps.exif_transpose(img))
+            return _to_rgb(_upright(img))
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        # Pillow's own message names a BytesIO object's address; keep the report's text stable.
+        raise ImageDecodeError("cannot decode image: not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed files reach odd corners of the decoders
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a damaged EXIF block keeps the pixels as stored rather than fail."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        return img
+
+
+def check_min_side(image: np.ndarray, min_side: int, why: str = "") -> np.ndarray:
+    """`image` unchanged, or `ImageTooSmall` when its short side is below `min_side` pixels."""
+    height, width = image.shape[:2]
+    if min(height, width) < min_side:
+        reason = f" {why}" if why else ""
+        raise ImageTooSmall(f"{width}x{height} is too small: the short side must be at least {min_side} pixels{reason}")
+    return image
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
