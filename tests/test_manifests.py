@@ -85,3 +85,51 @@ def test_unusable_manifests_fail_before_any_work(memfs, path, content, message):
         memfs.pipe(path, content)
     with pytest.raises(ManifestError, match=message):
         check_manifest(f"memory://{path}")
+
+
+# --- Manifests a catalog meets (issue 6) ------------------------------------------------------------
+
+
+def test_text_manifest_with_blank_lines_crlf_and_non_utf8_bytes(memfs):
+    memfs.pipe("/m/list.txt", b"\r\n  \r\na.png\r\n\r\ncaf\xe9.png\r\n\t\r\n")
+    entries = list(read_manifest("memory://m/list.txt"))
+    assert [e.id for e in entries] == ["a", "caf\udce9"]  # the byte survives as a surrogate escape
+    assert entries[1].uri.encode("utf-8", "surrogateescape").endswith(b"caf\xe9.png")
+    assert entries[1].row == {"uri": "caf\udce9.png"} and entries[1].error is None
+
+
+def test_csv_with_a_byte_order_mark(memfs):
+    memfs.pipe("/m/list.csv", "\ufeffuri,id\r\nx.png,first\r\n\r\n".encode())
+    assert [(e.id, e.uri) for e in read_manifest("memory://m/list.csv")] == [("first", "memory:///m/x.png")]
+
+
+def test_entries_keep_their_manifest_row_for_the_dead_letters(memfs):
+    memfs.pipe("/m/list.csv", b"id,uri,owner\nk1,a.png,ann\n")
+    memfs.pipe("/d/b.png", b"x")
+    (entry,) = read_manifest("memory://m/list.csv")
+    assert entry.row == {"id": "k1", "uri": "a.png", "owner": "ann"}
+    (entry,) = read_manifest("memory://d")
+    assert entry.row == {"uri": "memory:///d/b.png"}
+
+
+def test_jsonl_lines_that_are_not_objects_become_error_entries(memfs):
+    memfs.pipe("/m/list.jsonl", b'{"uri": "a.png"}\n{"uri": "b.png"\n[1, 2]\n\n{"id": "c"}\n')
+    entries = list(read_manifest("memory://m/list.jsonl"))
+    assert [(e.id, e.error is None) for e in entries] == [("a", True), ("", False), ("", False), ("c", False)]
+    assert "line 2 is not valid JSON" in entries[1].error and entries[1].row == {"line": '{"uri": "b.png"'}
+    assert "line 3 is not a JSON object" in entries[2].error
+    assert "row 4 has no uri" in entries[3].error
+
+
+@pytest.mark.parametrize(
+    "path, content, message",
+    [
+        ("/m/list.jsonl", b"id,uri\na,b.png\n", "not JSON lines"),
+        ("/m/list.parquet", b"PAR1 this is not parquet", "cannot read as Parquet"),
+        ("/m/list.csv", b"", "no 'uri' column"),
+    ],
+)
+def test_more_unusable_manifests(memfs, path, content, message):
+    memfs.pipe(path, content)
+    with pytest.raises(ManifestError, match=message):
+        check_manifest(f"memory://{path}")
