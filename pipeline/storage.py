@@ -1,32 +1,203 @@
-"""Every read and write goes through fsspec, so local paths, memory://, gs://, s3:// and http(s):// all work."""
+"""Every read and write goes through fsspec, so local paths, memory://, gs://, s3:// and http(s):// all work.
+
+Reads are bounded: only the schemes of a `ReadPolicy` are opened, no input may exceed its byte limit,
+and HTTP reads have a time-out and a bounded number of retries. Failures raise a `ReadError` subclass
+whose `error_type` is the report's short code (a missing input stays a plain `FileNotFoundError`).
+"""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import os
 import re
+import time
 import uuid
 
 import fsspec
 
+DEFAULT_ALLOWED_SCHEMES = ("file", "memory", "gs", "s3", "http", "https")
+DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
+DEFAULT_HTTP_TIMEOUT = 30.0
+DEFAULT_HTTP_RETRIES = 2
+HTTP_RETRY_BACKOFF = 0.25  # seconds before the first retry; doubles each time, at most 4 s
+HTTP_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CHUNK = 1 << 20
 
-def read_bytes(uri: str) -> bytes:
-    with fsspec.open(uri, "rb") as handle:
-        return handle.read()
+
+class ReadError(OSError):
+    """An input could not be read; `error_type` is the report's short code for why."""
+
+    error_type = "read_error"
+
+
+class UnsupportedScheme(ReadError):
+    error_type = "unsupported_scheme"
+
+
+class InputTooLarge(ReadError):
+    error_type = "too_large"
+
+
+class NotAFile(ReadError):
+    error_type = "not_a_file"
+
+
+class ReadTimeout(ReadError):
+    error_type = "timeout"
+
+
+class HTTPStatusError(ReadError):
+    error_type = "http_error"
+
+    def __init__(self, status: int, reason: str = ""):
+        super().__init__(f"HTTP {status} {reason}".strip())
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadPolicy:
+    """What an input read may do: which URI schemes, how many bytes, how long over HTTP."""
+
+    allowed_schemes: tuple[str, ...] = DEFAULT_ALLOWED_SCHEMES
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT  # seconds for one whole request, body included
+    http_retries: int = DEFAULT_HTTP_RETRIES  # extra attempts after a time-out, 5xx/429 or lost connection
+
+
+def scheme(uri: str) -> str:
+    """The URI's scheme, "file" for plain paths (chained URLs such as "simplecache::s3" stay whole)."""
+    protocol, _ = fsspec.core.split_protocol(uri)
+    return (protocol or "file").lower()
+
+
+def check_scheme(uri: str, allowed_schemes=DEFAULT_ALLOWED_SCHEMES) -> str:
+    found = scheme(uri)
+    if found not in allowed_schemes:
+        raise UnsupportedScheme(
+            f"scheme {found!r} is not allowed (--allowed-schemes {','.join(allowed_schemes)})"
+        )
+    return found
+
+
+def read_bytes(uri: str, policy: ReadPolicy | None = None) -> bytes:
+    """All bytes of `uri`, within `policy` (default: `ReadPolicy()`)."""
+    policy = policy or ReadPolicy()
+    if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
+        return _read_http(uri, policy)
+    fs, path = fsspec.core.url_to_fs(uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            size = getattr(handle, "size", None)
+            if size is not None and size > policy.max_bytes:
+                raise _too_large(policy, size)
+            data = handle.read(policy.max_bytes + 1)
+    except IsADirectoryError as exc:
+        raise NotAFile("is a directory, not a file") from exc
+    except FileNotFoundError:
+        if _is_dir(fs, path):
+            raise NotAFile("is a directory, not a file") from None
+        raise
+    if len(data) > policy.max_bytes:
+        raise _too_large(policy)
+    return data
+
+
+def _too_large(policy: ReadPolicy, size: int | None = None) -> InputTooLarge:
+    what = f"{size} bytes" if size is not None else "more bytes"
+    return InputTooLarge(f"file has {what} than the limit of {policy.max_bytes} (--max-input-bytes)")
+
+
+def _is_dir(fs, path: str) -> bool:
+    try:
+        return fs.isdir(path)
+    except Exception:  # noqa: BLE001 - only refines the message of a failed read
+        return False
+
+
+def _read_http(uri: str, policy: ReadPolicy) -> bytes:
+    attempts = 1 + max(0, policy.http_retries)
+    for attempt in range(1, attempts + 1):
+        try:
+            return _http_get(uri, policy)
+        except ReadError as exc:
+            if not _retryable(exc) or attempt == attempts:
+                if attempt > 1:
+                    exc.args = (f"{exc.args[0]} (after {attempt} attempts)", *exc.args[1:])
+                raise
+            time.sleep(min(HTTP_RETRY_BACKOFF * 2 ** (attempt - 1), 4.0))
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: ReadError) -> bool:
+    """Time-outs, lost connections and 5xx/429 may pass on a retry; a 4xx or an oversized body will not."""
+    if isinstance(exc, HTTPStatusError):
+        return exc.status in HTTP_RETRY_STATUSES
+    return type(exc) in (ReadError, ReadTimeout)
+
+
+@functools.lru_cache(maxsize=1)
+def _http_filesystem():
+    """fsspec's HTTP filesystem, for its event-loop thread and pooled aiohttp session (one per process)."""
+    return fsspec.filesystem("http")
+
+
+def _http_get(uri: str, policy: ReadPolicy) -> bytes:
+    """One streamed GET on fsspec's loop and session. (fsspec's own `open`/`cat` are not used: they send
+    HEAD requests first, turn every failed status into FileNotFoundError, and read bodies unbounded.)"""
+    import asyncio
+
+    import aiohttp
+    from fsspec.asyn import sync
+
+    fs = _http_filesystem()
+    session = sync(fs.loop, fs.set_session)
+    try:
+        return sync(fs.loop, _get_bounded, session, uri, policy)
+    except (FileNotFoundError, InputTooLarge):
+        raise
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise ReadTimeout(f"no complete response within {policy.http_timeout:g} s (--http-timeout)") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise HTTPStatusError(exc.status, exc.message or "") from exc
+    except aiohttp.ClientError as exc:
+        raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _get_bounded(session, uri: str, policy: ReadPolicy) -> bytes:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=policy.http_timeout)  # the whole request, body included
+    async with session.get(uri, timeout=timeout) as response:
+        if response.status == 404:
+            raise FileNotFoundError(uri)
+        response.raise_for_status()
+        if response.content_length is not None and response.content_length > policy.max_bytes:
+            raise _too_large(policy, response.content_length)
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > policy.max_bytes:
+                raise _too_large(policy)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def write_atomic(uri: str, data: bytes) -> None:
     """Write so that `uri` either does not exist or holds all of `data`, even if the worker is killed.
 
-    Local files are written under a temporary name and renamed; object stores get a single put,
-    which is atomic there.
+    Local files are written under a temporary name in the same folder, flushed to disk and renamed;
+    object stores get a single put, which is atomic there.
     """
     fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -40,16 +211,19 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Longest sanitised id kept whole; longer ones are cut and get a digest (file names stay < 255 bytes
+#: even for an NST pair "<content>__<style>.png.json" and its temporary name).
+MAX_NAME = 100
 
 
 def safe_name(identifier: str) -> str:
     """A file-name-safe form of an id that can never leave its folder.
 
-    Ids that needed changing get a short digest of the original, so that two different ids never
-    share a file name ("a/b" and "a_b" stay apart).
+    Ids that needed changing (or were longer than MAX_NAME) get a short digest of the original, so
+    that two different ids never share a file name ("a/b" and "a_b" stay apart).
     """
     cleaned = _UNSAFE.sub("_", identifier).strip("._") or "_"
-    if cleaned == identifier:
+    if cleaned == identifier and len(cleaned) <= MAX_NAME:
         return cleaned
     digest = hashlib.sha1(identifier.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return f"{cleaned[:100]}-{digest}"
+    return f"{cleaned[:MAX_NAME]}-{digest}"

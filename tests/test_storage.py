@@ -1,0 +1,142 @@
+"""Bounded reads (schemes, sizes, HTTP time-outs and retries), atomic writes, safe names, sidecars."""
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from pipeline import outputs, storage
+from pipeline.storage import ReadPolicy
+from tests.conftest import small_png
+from tests.httpserver import serve
+
+FAST_HTTP = ReadPolicy(http_timeout=0.5, http_retries=1)
+
+
+@pytest.fixture(scope="module")
+def http():
+    with serve(small_png(0)) as (base, hits):
+        yield base, hits
+
+
+def test_local_and_memory_reads(memfs, tmp_path):
+    memfs.pipe("/a/b.png", b"abc")
+    assert storage.read_bytes("memory://a/b.png") == b"abc"
+    (tmp_path / "x.png").write_bytes(b"xyz")
+    assert storage.read_bytes(str(tmp_path / "x.png")) == b"xyz"
+    assert storage.read_bytes(f"file://{tmp_path}/x.png") == b"xyz"
+
+
+@pytest.mark.parametrize("uri, scheme", [("ftp://host/a.png", "ftp"), ("simplecache::s3://b/a.png", "simplecache::s3"),
+                                         ("data:image/png;base64,AAAA", "data")])
+def test_schemes_outside_the_allowed_list_are_refused_before_opening(uri, scheme):
+    with pytest.raises(storage.UnsupportedScheme, match=f"scheme '{scheme}' is not allowed") as info:
+        storage.read_bytes(uri)
+    assert info.value.error_type == "unsupported_scheme"
+    with pytest.raises(storage.UnsupportedScheme):
+        storage.read_bytes("memory://a/b.png", ReadPolicy(allowed_schemes=("file",)))
+
+
+def test_size_limit(memfs, tmp_path):
+    memfs.pipe("/big.bin", b"x" * 101)
+    (tmp_path / "big.bin").write_bytes(b"x" * 101)
+    for uri in ("memory://big.bin", str(tmp_path / "big.bin")):
+        with pytest.raises(storage.InputTooLarge, match="101 bytes"):
+            storage.read_bytes(uri, ReadPolicy(max_bytes=100))
+        assert len(storage.read_bytes(uri, ReadPolicy(max_bytes=101))) == 101
+
+
+def test_missing_files_and_folders(memfs, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(str(tmp_path / "nope.png"))
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes("memory://nope.png")
+    (tmp_path / "dir.jpg").mkdir()
+    memfs.pipe("/d.jpg/inside.png", b"x")
+    for uri in (str(tmp_path / "dir.jpg"), "memory://d.jpg"):
+        with pytest.raises(storage.NotAFile):
+            storage.read_bytes(uri)
+
+
+def test_http_ok_404_and_retried_503(http):
+    base, hits = http
+    assert storage.read_bytes(f"{base}/ok.png", FAST_HTTP) == small_png(0)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(f"{base}/missing.png", FAST_HTTP)
+    assert storage.read_bytes(f"{base}/flaky.png", FAST_HTTP) == small_png(0)
+    assert hits["/flaky.png"] == 2
+
+
+def test_http_500_fails_after_bounded_retries(http):
+    base, hits = http
+    before = hits.get("/error.png", 0)
+    with pytest.raises(storage.HTTPStatusError, match="HTTP 500.*after 3 attempts") as info:
+        storage.read_bytes(f"{base}/error.png", ReadPolicy(http_timeout=1, http_retries=2))
+    assert info.value.error_type == "http_error" and hits["/error.png"] - before == 3
+
+
+def test_http_time_limit_covers_the_body(http):
+    base, _ = http
+    start = time.perf_counter()
+    with pytest.raises(storage.ReadTimeout, match="0.5 s") as info:
+        storage.read_bytes(f"{base}/slow.png", ReadPolicy(http_timeout=0.5, http_retries=0))
+    assert info.value.error_type == "timeout"
+    assert time.perf_counter() - start < 1.8  # the server pauses 2 s
+
+
+def test_http_size_limit_without_content_length(http):
+    base, _ = http
+    with pytest.raises(storage.InputTooLarge):
+        storage.read_bytes(f"{base}/big.png", ReadPolicy(max_bytes=2**20, http_timeout=5, http_retries=0))
+
+
+def test_write_atomic_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "sub" / "a.png"
+    storage.write_atomic(str(target), b"one")
+    storage.write_atomic(str(target), b"two")
+    assert target.read_bytes() == b"two" and os.listdir(target.parent) == ["a.png"]
+
+
+@pytest.mark.parametrize("identifier", ["../../etc/passwd", "/abs/path", "a/b", "..", ".", "", "x" * 300, "caf\udce9",
+                                        "name with spaces é", "C:\\win\\x", "a\0b"])
+def test_safe_names_never_leave_their_folder(identifier):
+    name = storage.safe_name(identifier)
+    assert "/" not in name and "\\" not in name and name not in (".", "..", "") and not name.startswith(".")
+    assert len(name) <= storage.MAX_NAME + 9 and name.isascii()
+
+
+def test_distinct_ids_keep_distinct_names():
+    ids = ["a/b", "a_b", "a b", "a:b", "x" * 150, "x" * 151]
+    assert len({storage.safe_name(i) for i in ids}) == len(ids)
+    assert storage.safe_name("plain-id_1.v2") == "plain-id_1.v2"
+
+
+def test_sidecar_marks_an_output_complete_only_while_it_is_intact(tmp_path):
+    uri = str(tmp_path / "images" / "a.png")
+    outputs.write_output(uri, b"png bytes", "recipe-1", 3, 4)
+    record = json.loads((tmp_path / "images" / "a.png.json").read_text())
+    assert record["sha256"] == hashlib.sha256(b"png bytes").hexdigest() and record["size"] == 9
+    assert outputs.completed_output(uri, "recipe-1")["height"] == 3
+    assert outputs.completed_output(uri, "recipe-2") is None  # other settings or input: redo
+    (tmp_path / "images" / "a.png").write_bytes(b"png bytez")  # same size, other bytes
+    assert outputs.completed_output(uri, "recipe-1") is None
+    (tmp_path / "images" / "a.png").write_bytes(b"png")  # truncated
+    assert outputs.completed_output(uri, "recipe-1") is None
+    (tmp_path / "images" / "a.png").write_bytes(b"png bytes")
+    (tmp_path / "images" / "a.png.json").write_text("{not json")
+    assert outputs.completed_output(uri, "recipe-1") is None
+    os.remove(tmp_path / "images" / "a.png.json")  # killed between the image and its sidecar
+    assert outputs.completed_output(uri, "recipe-1") is None
+    assert outputs.completed_output(str(tmp_path / "never.png"), "recipe-1") is None
+
+
+def test_recipe_digest_is_stable_and_sensitive():
+    from transforms.cartoon import PRESETS
+
+    a = outputs.recipe_digest(method="classical", params=PRESETS["seed"], content_uri="x")
+    assert a == outputs.recipe_digest(content_uri="x", params=PRESETS["seed"], method="classical")
+    assert a != outputs.recipe_digest(method="classical", params=PRESETS["comic"], content_uri="x")
+    assert a != outputs.recipe_digest(method="classical", params=PRESETS["seed"], content_uri="y")
+    assert np.char.isalnum(a)
