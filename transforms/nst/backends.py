@@ -38,17 +38,47 @@ def loss_and_grad(loss_fn, images):
     raise NotImplementedError(f"NST has no gradient for Keras backend {backend!r}")
 
 
-def compile_with_model(model, fn):
+def has_accelerator() -> bool:
+    """Whether the Keras backend computes on a GPU (or TPU) rather than the CPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this x86 CPU has native bfloat16 dot products (AVX512_BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compile_with_model(model, fn, jit_compile: bool = False):
     """Compile `fn(features, *args)`, where `features(images)` runs the frozen `model`.
 
-    TensorFlow traces a `tf.function` (retraced per image shape); JAX jits with the model's
-    variables as arguments (so 80 MB of weights are not baked in as constants); torch runs eagerly.
+    TensorFlow traces a `tf.function` (retraced, and cached, per image shape), through XLA when
+    `jit_compile`; JAX jits (always XLA) with the model's variables as arguments (so 80 MB of
+    weights are not baked in as constants); torch runs eagerly here, its step is compiled by
+    `compile_step`.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(lambda *args: fn(lambda x: model(x, training=False), *args))
+        return tf.function(lambda *args: fn(lambda x: model(x, training=False), *args), jit_compile=jit_compile)
     if backend == "jax":
         import jax
 
@@ -60,3 +90,14 @@ def compile_with_model(model, fn):
             [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], *args
         )
     return lambda *args: fn(lambda x: model(x, training=False), *args)
+
+
+def compile_step(step, enabled: bool):
+    """torch with `enabled`: `torch.compile` one optimisation step (Keras' torch `fori_loop` is a
+    Python loop, so compiling the whole loop would unroll it); other backends compile the whole
+    loop in `compile_with_model` instead. Unmeasured (no torch GPU here), hence opt-in."""
+    if not enabled or keras.backend.backend() != "torch":
+        return step
+    import torch
+
+    return torch.compile(step, dynamic=False)

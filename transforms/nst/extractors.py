@@ -100,7 +100,28 @@ class FeatureExtractor:
         images = keras.Input(shape=(None, None, 3), name="images_0_1")
         self.model = keras.Model(images, taps(spec.preprocess(images)), name=f"nst_{spec.name}")
         self.model.trainable = False
-        self.compiled: dict = {}  # optimize.py's compiled functions, per settings
+        self.compiled: dict = {}  # optimize.py's compiled functions, per settings, precision and kind
+        self._models = {"float32": self.model}
+
+    def model_for(self, precision: str = "float32") -> keras.Model:
+        """The same network and weights computing in `precision` ("float32" or "bfloat16").
+
+        bfloat16 is Keras mixed precision ("mixed_bfloat16": float32 variables cast to bfloat16
+        per call, bfloat16 activations); the [0,1] input image and the preprocessing stay float32,
+        and callers cast the features back to float32 before any loss. Built once, then cached.
+        """
+        if precision not in self._models:
+            if precision != "bfloat16":
+                raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy("mixed_bfloat16")
+            try:
+                twin = FeatureExtractor(self.spec, self.spec.build(weights=None))
+            finally:
+                keras.config.set_dtype_policy(previous)
+            twin.model.set_weights(self.model.get_weights())
+            self._models[precision] = twin.model
+        return self._models[precision]
 
     def split(self, outputs):
         """Model outputs -> (style features, content features)."""
