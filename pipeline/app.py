@@ -12,8 +12,19 @@ from apache_beam.utils import shared
 
 from pipeline import storage
 from pipeline.manifests import check_manifest
-from pipeline.options import ToonbeamOptions, cartoon_overrides, expand_config, nst_settings
-from pipeline.transformations import CartoonizeFn, ReadManifest, StyleTargetsFn, StylizeFn, WriteReport
+from pipeline.options import ToonbeamOptions, allowed_schemes, cartoon_overrides, expand_config, nst_settings, read_policy
+from pipeline.transformations import (
+    DEAD_LETTERS,
+    ROWS,
+    CartoonizeFn,
+    PairTriageFn,
+    ReadManifest,
+    StyleTargetsFn,
+    StylizeFn,
+    TriageFn,
+    WriteDeadLetters,
+    WriteReport,
+)
 from transforms.cartoon import params_for
 from transforms.nst.extractors import ensure_weights_available
 
@@ -46,6 +57,18 @@ def plan_run(argv: list[str]) -> RunPlan:
     needs_style = toon.method in ("nst", "both")
     if needs_style and not toon.style:
         raise UsageError(f"--method {toon.method} needs --style")
+    _check_limits(toon)
+    schemes = allowed_schemes(toon)
+    uris = {"--content": toon.content, "--output": toon.output}
+    if needs_style:
+        uris["--style"] = toon.style
+        if toon.weights.endswith(".h5"):
+            uris["--weights"] = toon.weights
+    for flag, uri in uris.items():
+        try:
+            storage.check_scheme(uri, schemes)
+        except storage.UnsupportedScheme as exc:
+            raise UsageError(f"{flag} {uri}: {exc}") from None
     check_manifest(toon.content)
     if needs_style:
         check_manifest(toon.style)
@@ -54,48 +77,69 @@ def plan_run(argv: list[str]) -> RunPlan:
     return RunPlan(options=options, toon=toon, run_id=run_id)
 
 
+def _check_limits(toon: ToonbeamOptions) -> None:
+    if toon.max_error_fraction is not None and not 0 <= toon.max_error_fraction <= 1:
+        raise UsageError(f"--max-error-fraction must be between 0 and 1, got {toon.max_error_fraction}")
+    for flag, value in (("--max-input-pixels", toon.max_input_pixels), ("--max-input-bytes", toon.max_input_bytes),
+                        ("--http-timeout", toon.http_timeout)):
+        if value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    if toon.http_retries < 0:
+        raise UsageError(f"--http-retries must be 0 or more, got {toon.http_retries}")
+    if not allowed_schemes(toon):
+        raise UsageError("--allowed-schemes is empty")
+
+
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
-    """Adds every step to `p` and returns the report rows (also written under OUTPUT/report/)."""
+    """Adds every step to `p` and returns the report rows (also written under OUTPUT/report/; the
+    failed units' dead-letter records go under OUTPUT/errors/)."""
     toon = plan.toon
+    policy = read_policy(toon)
     contents = p | "ReadContent" >> ReadManifest(toon.content)
-    rows = []
+    rows, dead_letters = [], []
     if toon.method in ("classical", "both"):
         params = params_for(toon.preset, **cartoon_overrides(toon))
-        rows.append(
-            contents
-            | "Cartoonize"
-            >> beam.ParDo(CartoonizeFn(plan.run_id, toon.output, toon.preset, params, toon.max_input_pixels))
-        )
+        triaged = contents | "Triage" >> beam.ParDo(
+            TriageFn(plan.run_id, toon.output, toon.preset, params, toon.skip_existing)
+        ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
+        cartoons = triaged.todo | "Cartoonize" >> beam.ParDo(
+            CartoonizeFn(plan.run_id, toon.output, toon.preset, params, toon.max_input_pixels, policy)
+        ).with_outputs(DEAD_LETTERS, main="rows")
+        rows += [triaged[ROWS], cartoons.rows]
+        dead_letters += [triaged[DEAD_LETTERS], cartoons[DEAD_LETTERS]]
     if toon.method in ("nst", "both"):
         settings = nst_settings(toon)
         extractor = shared.Shared()
-        styles = (
-            p
-            | "ReadStyle" >> ReadManifest(toon.style)
-            | "StyleTargets"
-            >> beam.ParDo(StyleTargetsFn(extractor, toon.extractor, toon.weights, settings, toon.max_input_pixels))
+        style_entries = p | "ReadStyle" >> ReadManifest(toon.style)
+        styles = style_entries | "StyleTargets" >> beam.ParDo(
+            StyleTargetsFn(extractor, toon.extractor, toon.weights, settings, toon.max_input_pixels, policy)
         )
-        rows.append(
-            contents
-            | "Stylize"
-            >> beam.ParDo(
-                StylizeFn(
-                    plan.run_id, toon.output, extractor, toon.extractor, toon.weights, settings,
-                    toon.max_input_pixels, NST_BATCH_SIZE,
-                ),
-                styles=beam.pvalue.AsList(styles),
-            )
-        )
+        triaged = contents | "TriagePairs" >> beam.ParDo(
+            PairTriageFn(plan.run_id, toon.output, toon.extractor, toon.weights, settings, toon.skip_existing),
+            styles=beam.pvalue.AsList(style_entries),
+        ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
+        stylized = triaged.todo | "Stylize" >> beam.ParDo(
+            StylizeFn(
+                plan.run_id, toon.output, extractor, toon.extractor, toon.weights, settings,
+                toon.max_input_pixels, NST_BATCH_SIZE, policy,
+            ),
+            styles=beam.pvalue.AsList(styles),
+        ).with_outputs(DEAD_LETTERS, main="rows")
+        rows += [triaged[ROWS], stylized.rows]
+        dead_letters += [triaged[DEAD_LETTERS], stylized[DEAD_LETTERS]]
     report = rows | "AllRows" >> beam.Flatten()
     _ = report | "WriteReport" >> WriteReport(toon.output)
+    _ = dead_letters | "AllDeadLetters" >> beam.Flatten() | "WriteDeadLetters" >> WriteDeadLetters(toon.output)
     return report
 
 
 def clear_previous_report(output: str) -> None:
-    """The report describes this run: remove the shards of an earlier run into the same folder."""
-    fs, path = fsspec.core.url_to_fs(storage.join_uri(output, "report"))
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    """The report and the dead letters describe this run: remove those of an earlier run into the same
+    folder (images stay: --skip-existing reuses them)."""
+    for folder in ("report", "errors"):
+        fs, path = fsspec.core.url_to_fs(storage.join_uri(output, folder))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
 
 def run(argv: list[str], test_pipeline: beam.Pipeline | None = None, test=None):

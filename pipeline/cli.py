@@ -1,4 +1,8 @@
-"""The `toonbeam` command line: `toonbeam run ...` (also `python -m pipeline run ...`)."""
+"""The `toonbeam` command line: `toonbeam run ...` (also `python -m pipeline run ...`).
+
+`toonbeam run` exits with 0 when the run finished (even with some failed units), 1 when more units
+failed than --max-error-fraction allows, 2 when the run could not start (one line, no stack trace).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +14,7 @@ from pipeline import app
 from pipeline.contact_sheet import write_contact_sheet
 from pipeline.manifests import ManifestError
 from pipeline.options import help_parser
-from pipeline.report import read_report, status_counts
+from pipeline.report import STATUSES, error_fraction, error_type_counts, read_report, status_counts
 from pipeline.summary import summarize
 from transforms.nst.extractors import WeightsUnavailable
 
@@ -34,13 +38,33 @@ def run_command(argv: list[str]) -> int:
         print(f"toonbeam: error: {exc}", file=sys.stderr)
         return 2
     output = plan.toon.output.rstrip("/")
-    counts = status_counts(read_report(output))
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no units"
-    print(f"toonbeam: {summary} in {time.perf_counter() - start:.1f} s")
+    table = read_report(output)
+    counts = status_counts(table)
+    total = sum(counts.values())
+    statuses = list(STATUSES) + [s for s in counts if s not in STATUSES]
+    summary = ", ".join(f"{counts.get(status, 0)} {status}" for status in statuses)
+    print(f"toonbeam: {total} units: {summary} in {time.perf_counter() - start:.1f} s")
+    errors = error_type_counts(table)
+    if errors:
+        print("  errors by type: " + ", ".join(f"{n} {error_type}" for error_type, n in errors.items()))
     print(f"  images: {output}/images/")
     print(f"  report: {output}/report/  (pyarrow.parquet.read_table('{output}/report'))")
+    if errors:
+        print(f"  failed: {output}/errors/  (JSON lines with the original manifest rows, to fix and re-submit)")
     print(f"  sheet:  {write_contact_sheet(output)}")
-    return 0
+    return _error_budget_exit(counts, plan.toon.max_error_fraction)
+
+
+def _error_budget_exit(counts: dict[str, int], limit: float | None) -> int:
+    """1 (with one line on stderr) when more units failed than `limit` allows, else 0."""
+    if limit is None or error_fraction(counts) <= limit:
+        return 0
+    print(
+        f"toonbeam: error: {counts.get('error', 0)} of {sum(counts.values())} units failed "
+        f"({error_fraction(counts):.1%}), more than --max-error-fraction {limit:g}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def report_command(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ import fsspec
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import storage
 from transforms.cartoon import PRESETS, CartoonParams
 from transforms.nst.extractors import EXTRACTORS
 from transforms.nst.optimize import NSTSettings
@@ -80,6 +81,51 @@ class ToonbeamOptions(PipelineOptions):
             default=100_000_000,
             help="refuse images whose header claims more pixels than this (default: 100000000)",
         )
+        safety = parser.add_argument_group("Reliability and safety")
+        safety.add_argument(
+            *_spellings("skip_existing"),
+            dest="skip_existing",
+            action="store_true",
+            default=False,
+            help="skip units whose output is already complete (checked against its sidecar digest) and "
+            "report them as skipped: re-running an interrupted run finishes only the rest",
+        )
+        safety.add_argument(
+            *_spellings("max_error_fraction"),
+            dest="max_error_fraction",
+            type=float,
+            default=None,
+            help="exit with status 1 when more than this fraction of units fail (default: no limit)",
+        )
+        safety.add_argument(
+            *_spellings("allowed_schemes"),
+            dest="allowed_schemes",
+            default=",".join(storage.DEFAULT_ALLOWED_SCHEMES),
+            help="URI schemes that may be read or written, comma-separated; plain paths are 'file' "
+            f"(default: {','.join(storage.DEFAULT_ALLOWED_SCHEMES)})",
+        )
+        safety.add_argument(
+            *_spellings("max_input_bytes"),
+            dest="max_input_bytes",
+            type=int,
+            default=storage.DEFAULT_MAX_INPUT_BYTES,
+            help=f"refuse input files larger than this many bytes (default: {storage.DEFAULT_MAX_INPUT_BYTES})",
+        )
+        safety.add_argument(
+            *_spellings("http_timeout"),
+            dest="http_timeout",
+            type=float,
+            default=storage.DEFAULT_HTTP_TIMEOUT,
+            help=f"seconds allowed for one whole HTTP read (default: {storage.DEFAULT_HTTP_TIMEOUT:g})",
+        )
+        safety.add_argument(
+            *_spellings("http_retries"),
+            dest="http_retries",
+            type=int,
+            default=storage.DEFAULT_HTTP_RETRIES,
+            help="retries of an HTTP read after a time-out, a lost connection, 5xx or 429 "
+            f"(default: {storage.DEFAULT_HTTP_RETRIES})",
+        )
         method = parser.add_argument_group("Method")
         method.add_argument("--method", choices=METHODS, default="classical", help="default: classical")
         classical = parser.add_argument_group("Classical cartoon filter (defaults come from --preset)")
@@ -101,6 +147,19 @@ def cartoon_overrides(options: ToonbeamOptions) -> dict:
 
 def nst_settings(options: ToonbeamOptions) -> NSTSettings:
     return NSTSettings(**{f.name: getattr(options, f.name) for f in dataclasses.fields(NSTSettings)})
+
+
+def allowed_schemes(options: ToonbeamOptions) -> tuple[str, ...]:
+    return tuple(sorted({s.strip().lower() for s in (options.allowed_schemes or "").split(",") if s.strip()}))
+
+
+def read_policy(options: ToonbeamOptions) -> storage.ReadPolicy:
+    return storage.ReadPolicy(
+        allowed_schemes=allowed_schemes(options),
+        max_bytes=options.max_input_bytes,
+        http_timeout=options.http_timeout,
+        http_retries=options.http_retries,
+    )
 
 
 def expand_config(argv: list[str]) -> list[str]:

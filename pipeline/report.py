@@ -16,8 +16,8 @@ REPORT_SCHEMA = pa.schema(
         ("style_uri", pa.string()),
         ("method", pa.string()),
         ("preset", pa.string()),
-        ("status", pa.string()),  # "ok" or "error"
-        ("error_type", pa.string()),
+        ("status", pa.string()),  # "ok", "error" or "skipped" (complete already; --skip-existing)
+        ("error_type", pa.string()),  # a short stable code when status is "error": pipeline.errors.ERROR_TYPES
         ("error", pa.string()),
         ("output_uri", pa.string()),
         ("height", pa.int32()),
@@ -39,14 +39,25 @@ REPORT_SCHEMA = pa.schema(
 )
 
 REPORT_COLUMNS = tuple(REPORT_SCHEMA.names)
+STATUSES = ("ok", "skipped", "error")
 
 
 def report_row(**fields) -> dict:
-    """A full report row: unknown names are a programming error, missing ones are null."""
+    """A full report row: unknown names are a programming error, missing ones are null. Strings that
+    cannot be written as UTF-8 (file names in another encoding) are written with backslash escapes."""
     unknown = set(fields) - set(REPORT_COLUMNS)
     if unknown:
         raise KeyError(f"not report columns: {sorted(unknown)}")
-    return {name: fields.get(name) for name in REPORT_COLUMNS}
+    return {name: _printable(fields.get(name)) for name in REPORT_COLUMNS}
+
+
+def _printable(value):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def read_report(output: str) -> pa.Table:
@@ -57,3 +68,15 @@ def read_report(output: str) -> pa.Table:
 
 def status_counts(table: pa.Table) -> dict[str, int]:
     return dict(sorted(collections.Counter(table.column("status").to_pylist()).items()))
+
+
+def error_type_counts(table: pa.Table) -> dict[str, int]:
+    """How many error rows of each error_type, most frequent first."""
+    types = [t for s, t in zip(table.column("status").to_pylist(), table.column("error_type").to_pylist()) if s == "error"]
+    return dict(collections.Counter(types).most_common())
+
+
+def error_fraction(counts: dict[str, int]) -> float:
+    """Error rows over all rows (0 when there are none)."""
+    total = sum(counts.values())
+    return counts.get("error", 0) / total if total else 0.0

@@ -1,5 +1,11 @@
 """Beam steps. Each one only adapts a pure function from `transforms/` to elements, side inputs,
-metrics and I/O; the image math lives there."""
+metrics and I/O; the image math lives there.
+
+Every unit ends as exactly one report row. Steps of their own settle what needs no work (`TriageFn`,
+`PairTriageFn`: unusable manifest rows, and outputs already complete under --skip-existing); the compute
+steps turn any failure of a unit into an error row. Each error row also leaves, on the tagged output
+DEAD_LETTERS, a record with the original manifest rows (`WriteDeadLetters` writes them).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +20,8 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pipeline import storage
+from pipeline import outputs, storage
+from pipeline.errors import UnitError, classify, dead_letter, dead_letter_json, describe
 from pipeline.manifests import ManifestEntry, read_manifest
 from pipeline.report import REPORT_SCHEMA, report_row
 from transforms import images
@@ -24,6 +31,13 @@ from transforms.nst.optimize import NSTSettings, content_targets, style_targets,
 
 NAMESPACE = "toonbeam"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+#: Tagged output of every step that can fail a unit: dead-letter records (dicts).
+DEAD_LETTERS = "dead_letters"
+#: Tagged output of the triage steps: the report rows of units they settled (errors, skipped).
+ROWS = "rows"
+#: Both extractors read features at stride 16 (VGG19's block5 after four poolings), so NST needs images
+#: at least this many pixels on the short side after resizing to --max-dim.
+NST_MIN_SIDE = 16
 
 
 def device_name() -> str:
@@ -45,27 +59,6 @@ def device_name() -> str:
     return backend
 
 
-class UnitError(Exception):
-    """A unit of work failed for a known reason: `error_type` is a short stable code."""
-
-    def __init__(self, error_type: str, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-
-
-def classify(exc: Exception) -> tuple[str, str]:
-    """(error_type, one-line message) for any failure of a unit."""
-    if isinstance(exc, UnitError):
-        return exc.error_type, str(exc)
-    if isinstance(exc, images.ImageTooLarge):
-        return "too_large", str(exc)
-    if isinstance(exc, images.ImageDecodeError):
-        return "decode_error", str(exc)
-    if isinstance(exc, FileNotFoundError):
-        return "not_found", f"not found: {exc}"
-    return "internal_error", f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
 class Stopwatch:
     """Adds the seconds spent in each named phase of a unit."""
 
@@ -81,15 +74,16 @@ class Stopwatch:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def load_image(entry: ManifestEntry, max_pixels: int) -> np.ndarray:
+def load_image(entry: ManifestEntry, max_pixels: int, read_policy: storage.ReadPolicy | None = None) -> np.ndarray:
     if entry.error:
         raise UnitError("bad_manifest_row", entry.error)
-    return images.decode_image(storage.read_bytes(entry.uri), max_pixels)
+    return images.decode_image(storage.read_bytes(entry.uri, read_policy), max_pixels)
 
 
-def write_image(uri: str, rgb: np.ndarray) -> None:
+def write_image(uri: str, rgb: np.ndarray, recipe: str | None = None) -> None:
+    """The PNG and its completion sidecar (see pipeline.outputs), each written atomically."""
     try:
-        storage.write_atomic(uri, images.encode_png(rgb))
+        outputs.write_output(uri, images.encode_png(rgb), recipe, rgb.shape[0], rgb.shape[1])
     except OSError as exc:
         raise UnitError("write_error", f"cannot write {uri}: {exc}") from exc
 
@@ -99,6 +93,17 @@ def image_uri(output: str, method: str, *ids: str) -> str:
     return storage.join_uri(output, "images", method, "__".join(storage.safe_name(i) for i in ids) + ".png")
 
 
+def classical_recipe(params: CartoonParams, entry: ManifestEntry) -> str:
+    return outputs.recipe_digest(method="classical", params=params, content_uri=entry.uri)
+
+
+def nst_recipe(extractor: str, weights: str, settings: NSTSettings, content: ManifestEntry, style: ManifestEntry) -> str:
+    return outputs.recipe_digest(
+        method="nst", extractor=extractor, weights=weights, settings=settings,
+        content_uri=content.uri, style_uri=style.uri,
+    )
+
+
 def _count(row: dict) -> dict:
     Metrics.counter(NAMESPACE, f"units_{row['status']}").inc()
     if row["seconds_total"] is not None:
@@ -106,9 +111,30 @@ def _count(row: dict) -> dict:
     return row
 
 
-def _error_row(base: dict, exc: Exception, seconds_total: float | None) -> dict:
-    error_type, message = classify(exc)
+def _subject(entry: ManifestEntry) -> str:
+    """How a message names an input: its URI, else its id, else its manifest row."""
+    if entry.uri:
+        return entry.uri
+    return f"id {entry.id!r}" if entry.id else f"manifest row {entry.row}"
+
+
+def _error_row(base: dict, exc: Exception, seconds_total: float | None, subject: str | None = None) -> dict:
+    if subject is None:
+        subject = base.get("content_uri") or base.get("content_id") or ""
+    error_type, message = describe(exc, subject)
     return report_row(**base, status="error", error_type=error_type, error=message, seconds_total=seconds_total)
+
+
+def _failed(base, exc, seconds_total, content, style=None, subject=None, row_tag=None):
+    """A failed unit: its error row (main output, or `row_tag`) and its dead-letter record."""
+    row = _count(_error_row(base, exc, seconds_total, subject))
+    yield row if row_tag is None else beam.pvalue.TaggedOutput(row_tag, row)
+    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(row, content, style))
+
+
+def _skipped(base: dict, output_uri: str, record: dict) -> beam.pvalue.TaggedOutput:
+    row = report_row(**base, status="skipped", output_uri=output_uri, height=record.get("height"), width=record.get("width"))
+    return beam.pvalue.TaggedOutput(ROWS, _count(row))
 
 
 class ReadManifest(beam.PTransform):
@@ -127,33 +153,66 @@ class ReadManifest(beam.PTransform):
         )
 
 
+def _classical_base(run_id: str, preset: str, entry: ManifestEntry) -> dict:
+    return dict(
+        run_id=run_id, content_id=entry.id, content_uri=entry.uri, method="classical", preset=preset, worker=WORKER,
+    )
+
+
+class TriageFn(beam.DoFn):
+    """Classical units before any work. An unusable manifest row becomes an error row; with
+    `skip_existing`, a unit whose output is complete becomes a "skipped" row. Those rows leave on ROWS
+    (dead letters on DEAD_LETTERS); every other entry goes on, as the main output, to CartoonizeFn."""
+
+    def __init__(self, run_id: str, output: str, preset: str, params: CartoonParams, skip_existing: bool):
+        self._run_id = run_id
+        self._output = output
+        self._preset = preset
+        self._params = params
+        self._skip_existing = skip_existing
+
+    def process(self, entry: ManifestEntry):
+        base = _classical_base(self._run_id, self._preset, entry)
+        if entry.error:
+            yield from _failed(base, UnitError("bad_manifest_row", entry.error), None, entry, subject=_subject(entry), row_tag=ROWS)
+            return
+        if self._skip_existing:
+            output_uri = image_uri(self._output, "classical", entry.id)
+            record = outputs.completed_output(output_uri, classical_recipe(self._params, entry))
+            if record is not None:
+                yield _skipped(base, output_uri, record)
+                return
+        yield entry
+
+
 class CartoonizeFn(beam.DoFn):
     """Classical filter: one unit per content image (the style does not matter to it)."""
 
-    def __init__(self, run_id: str, output: str, preset: str, params: CartoonParams, max_input_pixels: int):
+    def __init__(
+        self, run_id: str, output: str, preset: str, params: CartoonParams, max_input_pixels: int,
+        read_policy: storage.ReadPolicy | None = None,
+    ):
         self._run_id = run_id
         self._output = output
         self._preset = preset
         self._params = params
         self._max_input_pixels = max_input_pixels
+        self._read_policy = read_policy
 
     def process(self, entry: ManifestEntry):
-        base = dict(
-            run_id=self._run_id, content_id=entry.id, content_uri=entry.uri, method="classical",
-            preset=self._preset, worker=WORKER,
-        )
+        base = _classical_base(self._run_id, self._preset, entry)
         watch = Stopwatch()
         try:
             with watch.phase("total"):
                 with watch.phase("decode"):
-                    rgb = load_image(entry, self._max_input_pixels)
+                    rgb = load_image(entry, self._max_input_pixels, self._read_policy)
                 with watch.phase("compute"):
                     cartoon = cartoonize(rgb, self._params)
                 output_uri = image_uri(self._output, "classical", entry.id)
                 with watch.phase("write"):
-                    write_image(output_uri, cartoon)
+                    write_image(output_uri, cartoon, classical_recipe(self._params, entry))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error row, never a crashed run
-            yield _count(_error_row(base, exc, watch.seconds.get("total")))
+            yield from _failed(base, exc, watch.seconds.get("total"), entry, subject=_subject(entry))
             return
         yield _count(
             report_row(
@@ -187,9 +246,11 @@ class _WithSharedExtractor(beam.DoFn):
             Metrics.counter(NAMESPACE, "extractor_loads").inc()
             self._loaded_here = False
 
-    def _load_resized(self, entry: ManifestEntry, max_input_pixels: int) -> np.ndarray:
-        rgb = load_image(entry, max_input_pixels)
-        return images.to_float01(images.resize_to_max_dim(rgb, self._settings.max_dim))
+    def _load_resized(self, entry: ManifestEntry, max_input_pixels: int, read_policy=None) -> np.ndarray:
+        rgb = load_image(entry, max_input_pixels, read_policy)
+        resized = images.resize_to_max_dim(rgb, self._settings.max_dim)
+        images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {self._settings.max_dim}")
+        return images.to_float01(resized)
 
 
 class StyleTargets(typing.NamedTuple):
@@ -203,67 +264,130 @@ class StyleTargets(typing.NamedTuple):
 class StyleTargetsFn(_WithSharedExtractor):
     """Gram matrices of each style image, computed once per style (not once per pair)."""
 
-    def __init__(self, handle, extractor, weights, settings, max_input_pixels: int):
+    def __init__(self, handle, extractor, weights, settings, max_input_pixels: int, read_policy=None):
         super().__init__(handle, extractor, weights, settings)
         self._max_input_pixels = max_input_pixels
+        self._read_policy = read_policy
 
     def process(self, entry: ManifestEntry):
         try:
-            grams = style_targets(self._extractor, self._load_resized(entry, self._max_input_pixels))
+            grams = style_targets(self._extractor, self._load_resized(entry, self._max_input_pixels, self._read_policy))
         except Exception as exc:  # noqa: BLE001 - a bad style image fails its pairs, not the run
             yield StyleTargets(entry, None, classify(exc))
             return
         yield StyleTargets(entry, grams, None)
 
 
+class PendingPairs(typing.NamedTuple):
+    """A content image and the style entries whose pairs still need work (from PairTriageFn)."""
+
+    entry: ManifestEntry
+    styles: frozenset  # of style ManifestEntry
+
+
+def _nst_base(run_id: str, entry: ManifestEntry, extractor: str, settings: NSTSettings) -> dict:
+    return dict(
+        run_id=run_id, content_id=entry.id, content_uri=entry.uri, method="nst", worker=WORKER,
+        extractor=extractor, backend=keras.backend.backend(), device=device_name(), steps=settings.steps,
+    )
+
+
+def _pair_base(base: dict, style: ManifestEntry) -> dict:
+    return dict(base, style_id=style.id, style_uri=style.uri)
+
+
+class PairTriageFn(beam.DoFn):
+    """NST pairs before any work (`styles` is the side input of style entries). An unusable content
+    row fails all its pairs; with `skip_existing`, complete pairs become "skipped" rows. Those rows leave
+    on ROWS (dead letters on DEAD_LETTERS). What remains goes on to StylizeFn: the entry itself, or
+    `PendingPairs` when only some of its pairs need work."""
+
+    def __init__(self, run_id: str, output: str, extractor: str, weights: str, settings: NSTSettings, skip_existing: bool):
+        self._run_id = run_id
+        self._output = output
+        self._extractor_name = extractor
+        self._weights = weights
+        self._settings = settings
+        self._skip_existing = skip_existing
+
+    def process(self, entry: ManifestEntry, styles: list):
+        styles = sorted(styles, key=lambda s: (s.id, s.uri))
+        if entry.error:
+            base = _nst_base(self._run_id, entry, self._extractor_name, self._settings)
+            for style in styles:
+                failure = UnitError("bad_manifest_row", entry.error)
+                yield from _failed(_pair_base(base, style), failure, None, entry, style, _subject(entry), row_tag=ROWS)
+            return
+        if not self._skip_existing:
+            yield entry
+            return
+        pending = []
+        for style in styles:
+            if style.error is None:
+                output_uri = image_uri(self._output, "nst", entry.id, style.id)
+                recipe = nst_recipe(self._extractor_name, self._weights, self._settings, entry, style)
+                record = outputs.completed_output(output_uri, recipe)
+                if record is not None:
+                    base = dict(run_id=self._run_id, content_id=entry.id, content_uri=entry.uri, method="nst",
+                                worker=WORKER, extractor=self._extractor_name, steps=self._settings.steps)
+                    yield _skipped(_pair_base(base, style), output_uri, record)
+                    continue
+            pending.append(style)
+        if pending:
+            yield PendingPairs(entry, frozenset(pending))
+
+
 class StylizeFn(_WithSharedExtractor):
     """All pairs of one content image: content targets once, styles optimised together in batches.
 
+    The element is a content ManifestEntry (all styles) or a PendingPairs (only those styles).
     Seconds that the batch shares (decode, targets, optimisation) are split evenly among its pairs, so
     that the report's seconds add up to the work done.
     """
 
-    def __init__(self, run_id, output, handle, extractor, weights, settings, max_input_pixels, batch_size):
+    def __init__(self, run_id, output, handle, extractor, weights, settings, max_input_pixels, batch_size, read_policy=None):
         super().__init__(handle, extractor, weights, settings)
         self._run_id = run_id
         self._output = output
         self._max_input_pixels = max_input_pixels
         self._batch_size = batch_size
+        self._read_policy = read_policy
 
-    def process(self, entry: ManifestEntry, styles: list):
-        styles = sorted(styles, key=lambda s: s.entry.id)
-        base = dict(
-            run_id=self._run_id, content_id=entry.id, content_uri=entry.uri, method="nst", worker=WORKER,
-            extractor=self._extractor_name, backend=keras.backend.backend(), device=device_name(),
-            steps=self._settings.steps,
-        )
-
-        def pair_base(style):
-            return dict(base, style_id=style.entry.id, style_uri=style.entry.uri)
+    def process(self, element, styles: list):
+        if isinstance(element, PendingPairs):
+            entry = element.entry
+            styles = [s for s in styles if s.entry in element.styles]
+        else:
+            entry = element
+        styles = sorted(styles, key=lambda s: (s.entry.id, s.entry.uri))
+        base = _nst_base(self._run_id, entry, self._extractor_name, self._settings)
 
         watch = Stopwatch()
         try:
             with watch.phase("decode"):
-                content = self._load_resized(entry, self._max_input_pixels)
+                content = self._load_resized(entry, self._max_input_pixels, self._read_policy)
             with watch.phase("targets"):
                 targets = content_targets(self._extractor, content)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
-                yield _count(_error_row(pair_base(style), exc, watch.seconds.get("decode")))
+                yield from _failed(_pair_base(base, style.entry), exc, watch.seconds.get("decode"), entry, style.entry, _subject(entry))
             return
         ready = []
         for style in styles:
             if style.error:
                 error_type, message = style.error
-                yield _count(_error_row(pair_base(style), UnitError(error_type, f"style {style.entry.id}: {message}"), None))
+                yield from _failed(
+                    _pair_base(base, style.entry), UnitError(error_type, message), None, entry, style.entry,
+                    subject=f"style {_subject(style.entry)}",
+                )
             else:
                 ready.append(style)
         shared_seconds = (watch.seconds["decode"], watch.seconds["targets"])
         for start in range(0, len(ready), self._batch_size):
             batch = ready[start : start + self._batch_size]
-            yield from self._stylize_batch(content, targets, batch, pair_base, shared_seconds, len(ready))
+            yield from self._stylize_batch(entry, content, targets, batch, base, shared_seconds, len(ready))
 
-    def _stylize_batch(self, content, targets, batch, pair_base, shared_seconds, pairs_of_content):
+    def _stylize_batch(self, entry, content, targets, batch, base, shared_seconds, pairs_of_content):
         watch = Stopwatch()
         decode_share = shared_seconds[0] / pairs_of_content
         targets_share = shared_seconds[1] / pairs_of_content
@@ -272,26 +396,31 @@ class StylizeFn(_WithSharedExtractor):
                 result = stylize(self._extractor, content, targets, [s.grams for s in batch], self._settings)
         except Exception as exc:  # noqa: BLE001
             for style in batch:
-                yield _count(_error_row(pair_base(style), exc, None))
+                yield from _failed(
+                    _pair_base(base, style.entry), exc, None, entry, style.entry,
+                    subject=f"{_subject(entry)} x {_subject(style.entry)}",
+                )
             return
         compute_share = watch.seconds["compute"] / len(batch) + targets_share
         for style, image, losses in zip(batch, result.images, result.losses):
+            pair = f"{_subject(entry)} x {_subject(style.entry)}"
             row = dict(
-                pair_base(style), height=image.shape[0], width=image.shape[1],
+                _pair_base(base, style.entry), height=image.shape[0], width=image.shape[1],
                 loss_total=losses["total"], loss_content=losses["content"], loss_style=losses["style"],
                 loss_tv=losses["tv"], seconds_decode=decode_share, seconds_compute=compute_share,
             )
             if not all(np.isfinite(v) for v in losses.values()):
-                failure = UnitError("non_finite_loss", f"loss became {losses['total']} for {row['content_id']} x {row['style_id']}")
-                yield _count(_error_row(row, failure, decode_share + compute_share))
+                failure = UnitError("non_finite_loss", f"loss became {losses['total']}")
+                yield from _failed(row, failure, decode_share + compute_share, entry, style.entry, subject=pair)
                 continue
             output_uri = image_uri(self._output, "nst", row["content_id"], row["style_id"])
+            recipe = nst_recipe(self._extractor_name, self._weights, self._settings, entry, style.entry)
             pair_watch = Stopwatch()
             try:
                 with pair_watch.phase("write"):
-                    write_image(output_uri, images.to_uint8(image))
+                    write_image(output_uri, images.to_uint8(image), recipe)
             except UnitError as exc:
-                yield _count(_error_row(row, exc, decode_share + compute_share))
+                yield from _failed(row, exc, decode_share + compute_share, entry, style.entry, subject=pair)
                 continue
             seconds_write = pair_watch.seconds["write"]
             yield _count(
@@ -314,4 +443,24 @@ class WriteReport(beam.PTransform):
             storage.join_uri(self._output, "report", "part"),
             schema=REPORT_SCHEMA,
             file_name_suffix=".parquet",
+        )
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Dead-letter records as JSON lines under OUTPUT/errors/ (one empty file when there are none).
+
+    Each line has the failed unit's content `id` and `uri` (so the file is itself a JSONL manifest),
+    `error_type`, `error`, and the original `manifest_row` (and `style_manifest_row` for NST)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._output = output
+
+    def expand(self, records):
+        return (
+            records
+            | "Json" >> beam.Map(dead_letter_json)
+            | "Text" >> beam.io.WriteToText(
+                storage.join_uri(self._output, "errors", "errors"), file_name_suffix=".jsonl"
+            )
         )

@@ -1,0 +1,277 @@
+"""Issue 6 end to end: a catalog mixing every bad input with good images runs to the end with one
+report row per unit (right status and error_type), dead letters, nothing written outside --output,
+and a SIGKILLed run that resumes with --skip-existing to a complete, correct output."""
+import glob
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import app, cli
+from pipeline.report import read_report
+from tests.conftest import ROOT, small_png
+from tests.httpserver import serve
+from tests.test_images import jpeg_bomb, png_bomb
+from transforms.cartoon import PRESETS, cartoonize
+from transforms.images import decode_image, encode_png
+
+
+def _save(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _photo(seed: int, size=(48, 64)) -> Image.Image:
+    return Image.open(io.BytesIO(small_png(seed, size)))
+
+
+def _files(root: pathlib.Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _catalog(folder: pathlib.Path, http_base: str) -> tuple[bytes, list[tuple[str, str, str | None]]]:
+    """Writes the catalog's files; returns the CSV manifest (bytes) and the expected
+    (content_id, status, error_type) of each of its rows."""
+    folder.mkdir()
+    (folder / "dir.jpg").mkdir()
+    files = {
+        "good.png": _save(_photo(1), "PNG"),
+        "good2.jpg": _save(_photo(2), "JPEG"),
+        "spaces and é.png": _save(_photo(3), "PNG"),
+        "gray.png": _save(_photo(4).convert("L"), "PNG"),
+        "gray16.png": _save(Image.fromarray(np.full((20, 30), 40000, np.uint16)), "PNG"),
+        "palette.png": _save(_photo(5).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "rgba.png": _save(_photo(6).convert("RGBA"), "PNG"),
+        "cmyk.jpg": _save(_photo(7).convert("CMYK"), "JPEG"),
+        "exif.jpg": _save(_photo(8, (30, 50)), "JPEG", exif=_rotated()),
+        "anim.gif": _save(_photo(9), "GIF", save_all=True, append_images=[_photo(10)], duration=50),
+        "photo.webp": _save(_photo(11), "WEBP"),
+        "photo2.tiff": _save(_photo(12), "TIFF"),
+        "one.png": _save(Image.new("RGB", (1, 1), "red"), "PNG"),
+        "strip.png": _save(_photo(13, (1, 4000)), "PNG"),
+        "zero.jpg": b"",
+        "text.jpg": b"just some text saved as .jpg\n",
+        "trunc.jpg": _save(_photo(14), "JPEG")[:300],
+        "trunc2.png": _save(_photo(15), "PNG")[:500],
+        "bomb.png": png_bomb(),
+        "bomb2.jpg": jpeg_bomb(),
+        "heavy.bmp": _save(Image.new("RGB", (300, 300), "blue"), "BMP"),  # 270 KB > --max-input-bytes
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / os.fsdecode(b"caf\xe9.png")).write_bytes(_save(_photo(16), "PNG"))  # a Latin-1 file name
+
+    ok, decode, large = ("ok", None), ("error", "decode_error"), ("error", "too_large")
+    rows = [  # (id column, uri column, expected)
+        ("", "good.png", ok), ("", "good2.jpg", ok), ("", "spaces and é.png", ok), ("", "gray.png", ok),
+        ("", "gray16.png", ok), ("", "palette.png", ok), ("", "rgba.png", ok), ("", "cmyk.jpg", ok),
+        ("", "exif.jpg", ok), ("", "anim.gif", ok), ("", "photo.webp", ok), ("", "photo2.tiff", ok),
+        ("", "one.png", ok), ("", "strip.png", ok),
+        ("", "zero.jpg", decode), ("", "text.jpg", decode), ("", "trunc.jpg", decode), ("", "trunc2.png", decode),
+        ("", "bomb.png", large), ("", "bomb2.jpg", large), ("", "heavy.bmp", large),
+        ("", "missing.png", ("error", "not_found")), ("", "dir.jpg", ("error", "not_a_file")),
+        ("", "ftp://example.com/x.png", ("error", "unsupported_scheme")),
+        ("", f"{http_base}/ok.png", ok), ("web404", f"{http_base}/missing.png", ("error", "not_found")),
+        ("web500", f"{http_base}/error.png", ("error", "http_error")),
+        ("", f"{http_base}/slow.png", ("error", "timeout")),
+        ("good", "good2.jpg", ("error", "bad_manifest_row")),  # "good" is good.png's id already
+        ("nouri", "", ("error", "bad_manifest_row")),
+        ("../../escape", "good.png", ok), ("/abs/evil", "good.png", ok), ("sub/dir/id", "good.png", ok),
+    ]
+    lines = [b"id,uri,note"]
+    expected = []
+    for number, (row_id, uri, (status, error_type)) in enumerate(rows):
+        lines.append(f"{row_id},{uri},n{number}".encode())
+        if number % 7 == 3:
+            lines.append(b"")  # blank lines are skipped
+        content_id = row_id or os.path.splitext(os.path.basename(uri))[0]
+        expected.append((content_id, status, error_type))
+    lines.append(b",caf\xe9.png,latin1")  # non-UTF-8 bytes in the manifest, naming a real file
+    expected.append(("caf\\udce9", "ok", None))
+    return b"\n".join(lines) + b"\n", expected
+
+
+def _rotated() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif
+
+
+def test_a_catalog_of_bad_inputs_runs_to_the_end_with_one_row_per_unit(tmp_path):
+    with serve(small_png(0)) as (base, _):
+        manifest, expected = _catalog(tmp_path / "in", base)
+        (tmp_path / "in" / "list.csv").write_bytes(manifest)
+        before = _files(tmp_path)
+        out = tmp_path / "out"
+        app.run([
+            "--content", str(tmp_path / "in" / "list.csv"), "--output", str(out), "--run_id", "bad",
+            "--max-input-bytes", "200000", "--http-timeout", "0.5", "--http-retries", "1",
+        ])
+    rows = read_report(str(out)).to_pylist()
+    assert sorted((r["content_id"], r["status"], r["error_type"]) for r in rows) == sorted(expected)
+
+    for row in rows:
+        if row["status"] == "error":  # one line that names the input
+            assert "\n" not in row["error"] and row["output_uri"] is None
+            assert (row["content_uri"] or row["content_id"]) in row["error"], row
+        else:
+            image = decode_image(pathlib.Path(row["output_uri"]).read_bytes())
+            assert image.shape == (row["height"], row["width"], 3)
+            assert pathlib.Path(row["output_uri"] + ".json").exists()
+    by_id = {r["content_id"]: r for r in rows if r["status"] == "ok"}
+    assert (by_id["exif"]["height"], by_id["exif"]["width"]) == (50, 30)  # EXIF orientation applied
+    assert (by_id["strip"]["height"], by_id["strip"]["width"]) == (1, 4000)
+
+    # Nothing outside --output; inside it, only images with their sidecars, the report and the errors.
+    created = _files(tmp_path) - before
+    assert created and all(path == "out" or path.startswith("out/") for path in created)
+    names = sorted(os.listdir(out / "images" / "classical"))
+    assert len(names) == 2 * sum(r["status"] == "ok" for r in rows)
+    assert all(n.endswith((".png", ".png.json")) and not n.startswith(".") for n in names)
+
+    # Dead letters: one JSON line per error row, with the original manifest row to fix and re-submit.
+    letters = [json.loads(line) for path in glob.glob(str(out / "errors" / "*.jsonl")) for line in open(path)]
+    errors = [r for r in rows if r["status"] == "error"]
+    assert sorted(x["error_type"] for x in letters) == sorted(r["error_type"] for r in errors)
+    web500 = next(x for x in letters if x["id"] == "web500")
+    assert web500["manifest_row"] == {"id": "web500", "uri": f"{base}/error.png", "note": "n26"}
+    assert web500["uri"] == f"{base}/error.png" and "after 2 attempts" in web500["error"]
+
+
+def test_nst_pairs_resume_and_fail_one_by_one(memfs, tmp_path):
+    memfs.pipe("/c/c0.png", small_png(0))
+    memfs.pipe("/c/strip.png", small_png(1, (1, 400)))  # 1 x 32 at --max_dim 32: too small for VGG19
+    for i in range(2):
+        memfs.pipe(f"/s/s{i}.png", small_png(10 + i))
+    memfs.pipe("/s/zero.png", b"")
+    argv = [
+        "--content", "memory://c", "--style", "memory://s", "--output", str(tmp_path), "--method", "nst",
+        "--weights", "random", "--steps", "2", "--max_dim", "32",
+    ]
+    app.run(argv)
+    first = {(r["content_id"], r["style_id"]): (r["status"], r["error_type"]) for r in read_report(str(tmp_path)).to_pylist()}
+    assert first == {
+        ("c0", "s0"): ("ok", None), ("c0", "s1"): ("ok", None), ("c0", "zero"): ("error", "decode_error"),
+        ("strip", "s0"): ("error", "too_small"), ("strip", "s1"): ("error", "too_small"),
+        ("strip", "zero"): ("error", "too_small"),
+    }
+    letters = [json.loads(line) for path in glob.glob(str(tmp_path / "errors" / "*.jsonl")) for line in open(path)]
+    zero = next(x for x in letters if x["id"] == "c0")
+    assert zero["style_manifest_row"] == {"uri": "memory:///s/zero.png"} and zero["error"].startswith("style memory:///s/zero.png")
+
+    os.remove(tmp_path / "images" / "nst" / "c0__s1.png.json")  # as if killed before the sidecar
+    app.run(argv + ["--skip-existing"])
+    second = {(r["content_id"], r["style_id"]): (r["status"], r["error_type"]) for r in read_report(str(tmp_path)).to_pylist()}
+    assert second == {**first, ("c0", "s0"): ("skipped", None)}
+    skipped = next(r for r in read_report(str(tmp_path)).to_pylist() if r["status"] == "skipped")
+    assert skipped["output_uri"].endswith("c0__s0.png") and max(skipped["height"], skipped["width"]) == 32
+
+
+def _cli(*args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )
+
+
+def test_a_sigkilled_run_resumes_with_skip_existing(tmp_path):
+    count = 32
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sources = {}
+    for i in range(count):
+        rgb = np.clip(rng.normal(128, 60, (256, 256, 3)), 0, 255).astype(np.uint8)
+        rgb[64:192, 32 + i : 128 + i] = rng.integers(0, 255, 3)
+        sources[f"img{i:02d}"] = rgb
+        (folder / f"img{i:02d}.png").write_bytes(encode_png(rgb))
+    out = tmp_path / "out"
+    images = out / "images" / "classical"
+    args = ["--content", str(folder), "--output", str(out), "--preset", "comic"]
+
+    proc = _cli(*args)
+    deadline = time.monotonic() + 120
+    while len(glob.glob(str(images / "*.png.json"))) < 4:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first run wrote nothing in time"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    done = {os.path.basename(p)[: -len(".png.json")] for p in glob.glob(str(images / "*.png.json"))}
+    assert 4 <= len(done) < count, "the run was not killed part-way"
+    assert not (out / "report").exists() or not glob.glob(str(out / "report" / "*.parquet"))
+
+    # Damage one finished image the way another tool might; its sidecar no longer matches.
+    damaged = sorted(done)[0]
+    (images / f"{damaged}.png").write_bytes((images / f"{damaged}.png").read_bytes()[:100])
+
+    proc = _cli(*args, "--skip-existing")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    rows = read_report(str(out)).to_pylist()
+    assert sorted(r["content_id"] for r in rows) == sorted(sources)  # every unit exactly once
+    status = {r["content_id"]: r["status"] for r in rows}
+    assert {i for i, s in status.items() if s == "skipped"} == done - {damaged}
+    assert f"{count - len(done) + 1} ok, {len(done) - 1} skipped, 0 error" in stdout
+    assert not [n for n in os.listdir(images) if n.endswith(".tmp")]  # no temporaries under final names
+    for content_id in sources:
+        written = (images / f"{content_id}.png").read_bytes()
+        assert decode_image(written).shape == (256, 256, 3)
+    # Same bytes as computing afresh, whether the image came from the killed run or the resumed one.
+    for content_id in (damaged, sorted(done)[-1], sorted(set(sources) - done)[0]):
+        expected = encode_png(cartoonize(sources[content_id], PRESETS["comic"]))
+        assert (images / f"{content_id}.png").read_bytes() == expected, content_id
+
+
+def test_max_error_fraction_sets_the_exit_status(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(small_png(0))
+    (folder / "b.png").write_bytes(b"broken")
+    base = ["run", "--content", str(folder), "--output", str(tmp_path / "out")]
+    assert cli.main(base + ["--max-error-fraction", "0.6"]) == 0
+    assert "2 units: 1 ok, 0 skipped, 1 error" in capsys.readouterr().out
+    assert cli.main(base + ["--max-error-fraction", "0.25", "--skip-existing"]) == 1
+    captured = capsys.readouterr()
+    assert "1 ok" not in captured.out and "1 skipped" in captured.out and "1 decode_error" in captured.out
+    assert "1 of 2 units failed (50.0%), more than --max-error-fraction 0.25" in captured.err
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        ("empty.txt", [], "no images found"),
+        ("nouri.csv", [], "no 'uri' column"),
+        ("list.xlsx", [], "unknown manifest format"),
+        ("ftp://host/list.txt", [], "--content ftp://host/list.txt: scheme 'ftp' is not allowed"),
+        ("a.png", ["--allowed-schemes", "memory"], "scheme 'file' is not allowed"),
+        ("a.png", ["--max-error-fraction", "2"], "between 0 and 1"),
+    ],
+)
+def test_unusable_runs_stop_before_any_work_with_one_line(tmp_path, capsys, content, extra, message):
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    (tmp_path / "nouri.csv").write_text("path\na.png\n")
+    (tmp_path / "list.xlsx").write_bytes(b"PK")
+    (tmp_path / "a.png").write_bytes(small_png(0))
+    spec = content if "://" in content else str(tmp_path / content)
+    assert cli.main(["run", "--content", spec, "--output", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_unsafe_deserialisation_in_toonbeam():
+    """Weights load with Keras `load_weights` from .h5 (no pickle); nothing turns safe mode off."""
+    sources = [p for d in ("pipeline", "transforms") for p in (ROOT / d).rglob("*.py")]
+    text = "\n".join(p.read_text() for p in sources)
+    for needle in ("pickle.load", "allow_pickle=True", "safe_mode=False", "enable_unsafe_deserialization", "yaml.load("):
+        assert needle not in text, needle
