@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import math
+import re
 import urllib.parse
 
 import fsspec
@@ -217,21 +218,21 @@ def _unit(output: str, r: dict, thumb: Thumb | None) -> Unit:
 
 
 def _relative_result(output: str, uri: str | None) -> str | None:
-    """The result's path inside OUTPUT ("images/nst/a__b.png"), or None.
+    """The result's path inside OUTPUT ("images/nst/<style>/<content>.png"), or None.
 
-    The pipeline names every result OUTPUT/images/<method>/<file> (file names are sanitised ids
-    without "/"), so the tail after the last "/images/" is its place in the folder, wherever the
-    folder was when the run wrote it: a moved or copied output folder keeps working.
+    The pipeline names every result OUTPUT/images/<method>/... (sanitised ids, without "/"), so the
+    tail from the last "/images/<method>/" is its place in the folder, wherever the folder was when
+    the run wrote it: a moved or copied output folder keeps working.
     """
     if not uri:
         return None
     if uri.startswith(output + "/"):
         return uri[len(output) + 1 :]
-    if uri.startswith("images/"):
-        return uri
-    if "/images/" in uri:
-        return "images/" + uri.rsplit("/images/", 1)[1]
-    return None
+    match = _RESULT_TAIL.match(uri)
+    return match.group(1) if match else None
+
+
+_RESULT_TAIL = re.compile(r"^(?:.*/)?(images/(?:classical|nst)/.+)$")
 
 
 def _result_read_uri(output: str, uri: str | None) -> str | None:

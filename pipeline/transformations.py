@@ -88,9 +88,11 @@ def write_image(uri: str, rgb: np.ndarray, recipe: str | None = None) -> None:
         raise UnitError("write_error", f"cannot write {uri}: {exc}") from exc
 
 
-def image_uri(output: str, method: str, *ids: str) -> str:
-    """Deterministic output name from the (sanitised) ids and the method."""
-    return storage.join_uri(output, "images", method, "__".join(storage.safe_name(i) for i in ids) + ".png")
+def image_uri(output: str, method: str, content_id: str, style_id: str | None = None) -> str:
+    """Deterministic output name from the method and the (sanitised) ids: images/classical/<content>.png,
+    images/nst/<style>/<content>.png (a folder per style, so no two pairs can share a name)."""
+    folders = [method] if style_id is None else [method, storage.safe_name(style_id)]
+    return storage.join_uri(output, "images", *folders, storage.safe_name(content_id) + ".png")
 
 
 def classical_recipe(params: CartoonParams, entry: ManifestEntry) -> str:

@@ -168,12 +168,12 @@ def test_nst_pairs_resume_and_fail_one_by_one(memfs, tmp_path):
     zero = next(x for x in letters if x["id"] == "c0")
     assert zero["style_manifest_row"] == {"uri": "memory:///s/zero.png"} and zero["error"].startswith("style memory:///s/zero.png")
 
-    os.remove(tmp_path / "images" / "nst" / "c0__s1.png.json")  # as if killed before the sidecar
+    os.remove(tmp_path / "images" / "nst" / "s1" / "c0.png.json")  # as if killed before the sidecar
     app.run(argv + ["--skip-existing"])
     second = {(r["content_id"], r["style_id"]): (r["status"], r["error_type"]) for r in read_report(str(tmp_path)).to_pylist()}
     assert second == {**first, ("c0", "s0"): ("skipped", None)}
     skipped = next(r for r in read_report(str(tmp_path)).to_pylist() if r["status"] == "skipped")
-    assert skipped["output_uri"].endswith("c0__s0.png") and max(skipped["height"], skipped["width"]) == 32
+    assert skipped["output_uri"].endswith("s0/c0.png") and max(skipped["height"], skipped["width"]) == 32
 
 
 def _cli(*args):
