@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run-local test bench clean
+.PHONY: run-local test bench container run-dataflow run-flink clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,21 @@ run-local: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# Scale-out (see README "Runners"): IMAGE is the worker container; CONTENT, STYLE and OUTPUT are URIs.
+IMAGE ?= toonbeam-worker:latest
+METHOD ?= nst
+RUN_ARGS = --content "$(CONTENT)" --style "$(STYLE)" --output "$(OUTPUT)" --method $(METHOD)
+
+container:
+	docker build -t $(IMAGE) .
+
+run-dataflow: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[gcp]"
+	IMAGE=$(IMAGE) $(PY) -m pipeline run --config configs/dataflow-gpu.yaml $(RUN_ARGS)
+
+run-flink: $(VENV)/.installed
+	IMAGE=$(IMAGE) $(PY) -m pipeline run --config configs/flink.yaml $(RUN_ARGS)
 
 clean:
 	rm -rf out .pytest_cache

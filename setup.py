@@ -7,8 +7,7 @@ import setuptools
 
 REQUIRED = [
     "apache-beam>=2.60,<3",
-    "tensorflow-cpu>=2.16,<3; platform_machine=='x86_64'",
-    "tensorflow>=2.16,<3; platform_machine!='x86_64'",
+    "tensorflow>=2.16,<3",  # one wheel for CPU and GPU; the [gpu] extra adds the CUDA libraries
     "keras>=3.3,<4",
     "opencv-python-headless>=4.8",
     "pillow>=10",
@@ -23,6 +22,7 @@ REQUIRED = [
 EXTRAS = {
     "gcp": ["apache-beam[gcp]", "gcsfs"],
     "aws": ["s3fs"],
+    "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
     "jax": ["jax>=0.4.30"],
     "torch": ["torch>=2.3"],
     "test": ["pytest>=8", "scikit-image>=0.22"],

@@ -8,11 +8,20 @@ import logging
 import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineRunner
 from apache_beam.utils import shared
 
 from pipeline import storage
 from pipeline.manifests import check_manifest
-from pipeline.options import ToonbeamOptions, allowed_schemes, cartoon_overrides, expand_config, nst_settings, read_policy
+from pipeline.options import (
+    ToonbeamOptions,
+    allowed_schemes,
+    cartoon_overrides,
+    expand_config,
+    nst_settings,
+    read_policy,
+    unfilled_placeholders,
+)
 from pipeline.transformations import (
     DEAD_LETTERS,
     ROWS,
@@ -48,10 +57,15 @@ class RunPlan:
 
 
 def plan_run(argv: list[str]) -> RunPlan:
-    """Parse and check everything that can be checked before any work starts."""
-    options = PipelineOptions(expand_config(argv))
+    """Parse and check everything that can be checked before any work starts. With --dry-run, only
+    what needs no network (manifests and weights are not looked at)."""
+    flags = expand_config(argv)
+    options = PipelineOptions(flags)
     options.view_as(SetupOptions).save_main_session = False
     toon = options.view_as(ToonbeamOptions)
+    unfilled = unfilled_placeholders(flags)
+    if unfilled and not toon.dry_run_only:
+        raise UsageError(f"set the environment variables of these preset values: {' '.join(unfilled)}")
     if not toon.content:
         raise UsageError("--content is required (a folder, glob, image or manifest)")
     needs_style = toon.method in ("nst", "both")
@@ -69,10 +83,11 @@ def plan_run(argv: list[str]) -> RunPlan:
             storage.check_scheme(uri, schemes)
         except storage.UnsupportedScheme as exc:
             raise UsageError(f"{flag} {uri}: {exc}") from None
-    check_manifest(toon.content)
-    if needs_style:
-        check_manifest(toon.style)
-        ensure_weights_available(toon.extractor, toon.weights)
+    if not toon.dry_run_only:
+        check_manifest(toon.content)
+        if needs_style:
+            check_manifest(toon.style)
+            ensure_weights_available(toon.extractor, toon.weights)
     run_id = toon.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return RunPlan(options=options, toon=toon, run_id=run_id)
 
@@ -142,10 +157,29 @@ def clear_previous_report(output: str) -> None:
             fs.rm(path, recursive=True)
 
 
+def describe_dry_run(plan: RunPlan) -> str:
+    """The effective options and the transform names of the pipeline as the runner would get it (from
+    the Runner API proto), built without a runner, so nothing is submitted or fetched."""
+    p = beam.Pipeline(runner=PipelineRunner(), options=plan.options)
+    build_pipeline(p, plan)
+    proto = p.to_runner_api()
+    names = sorted(t.unique_name for t in proto.components.transforms.values() if t.unique_name)
+    steps = [name for name in names if name.count("/") <= 1]  # our steps and their first level
+    options = plan.options.get_all_options(drop_default=True, retain_unknown_options=True)
+    lines = ["Effective options:"]
+    lines += [f"  {key} = {value!r}" for key, value in sorted(options.items())]
+    lines.append(f"Transforms ({len(steps)} of {len(names)} shown, two levels deep):")
+    lines += [f"  {name}" for name in steps]
+    return "\n".join(lines)
+
+
 def run(argv: list[str], test_pipeline: beam.Pipeline | None = None, test=None):
     """Run the pipeline and wait for it. Tests pass a TestPipeline and/or a `test(rows)` hook that gets
     the report-row PCollection (to attach `assert_that`)."""
-    plan = plan_run(argv)
+    return execute(plan_run(argv), test_pipeline, test)
+
+
+def execute(plan: RunPlan, test_pipeline: beam.Pipeline | None = None, test=None):
     clear_previous_report(plan.toon.output)
     p = test_pipeline or beam.Pipeline(options=plan.options)
     rows = build_pipeline(p, plan)

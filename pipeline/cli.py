@@ -31,7 +31,11 @@ def run_command(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     try:
-        plan, _ = app.run(argv)
+        plan = app.plan_run(argv)
+        if plan.toon.dry_run_only:
+            print(app.describe_dry_run(plan))
+            return 0
+        app.execute(plan)
     except USAGE_ERRORS as exc:
         if debug:
             raise

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import typing
 
 import fsspec
@@ -82,6 +84,14 @@ class ToonbeamOptions(PipelineOptions):
             help="refuse images whose header claims more pixels than this (default: 100000000)",
         )
         safety = parser.add_argument_group("Reliability and safety")
+        io_group.add_argument(
+            "--dry-run",  # dashes only: Beam's TestOptions already owns --dry_run
+            dest="dry_run_only",
+            action="store_true",
+            default=False,
+            help="build the pipeline with the chosen runner's options, print the effective options and the "
+            "transform names, and exit without running, submitting or touching the network",
+        )
         safety.add_argument(
             *_spellings("skip_existing"),
             dest="skip_existing",
@@ -162,6 +172,30 @@ def read_policy(options: ToonbeamOptions) -> storage.ReadPolicy:
     )
 
 
+_PLACEHOLDER = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def fill_placeholders(value):
+    """`${VAR}` and `${VAR:-default}` in a preset's strings, from the environment. A variable that is
+    unset and has no default stays as written, so that `--dry-run` shows it and a real run refuses it."""
+    if isinstance(value, list):
+        return [fill_placeholders(item) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def fill(match):
+        found = os.environ.get(match.group(1))
+        if found:
+            return found
+        return match.group(2) if match.group(2) is not None else match.group(0)
+
+    return _PLACEHOLDER.sub(fill, value)
+
+
+def unfilled_placeholders(argv: list[str]) -> list[str]:
+    return [arg for arg in argv if _PLACEHOLDER.search(arg)]
+
+
 def expand_config(argv: list[str]) -> list[str]:
     """Replace `--config FILE` by the flags of that YAML preset, placed first so that flags given on the
     command line win. Keys are flag names (`max_dim` or `max-dim`); `true` means a bare switch."""
@@ -176,6 +210,7 @@ def expand_config(argv: list[str]) -> list[str]:
         raise ValueError(f"{known.config}: a config must be a mapping of flag names to values")
     flags = []
     for key, value in preset.items():
+        value = fill_placeholders(value)
         flag = f"--{key}"
         if value is True:
             flags.append(flag)

@@ -1,0 +1,78 @@
+"""Runner presets, the worker container's companions, and --dry-run (offline, for every preset)."""
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.options import fill_placeholders, help_parser
+from tests.conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", *args], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_dry_run_builds_every_preset_offline(config):
+    preset = yaml.safe_load(config.read_text())
+    proc = _cli(
+        "--config", str(config), "--content", "gs://no-such-bucket/photos.parquet",
+        "--style", "gs://no-such-bucket/styles/", "--output", "gs://no-such-bucket/out", "--dry-run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"runner = {preset['runner']!r}" in proc.stdout
+    assert "ReadContent" in proc.stdout and "WriteReport" in proc.stdout
+    method = preset.get("method", "classical")
+    if method in ("classical", "both"):
+        assert "Cartoonize" in proc.stdout
+    if method in ("nst", "both"):
+        assert "StyleTargets" in proc.stdout and "Stylize" in proc.stdout
+
+
+def test_placeholders_come_from_the_environment_with_defaults():
+    env = {"GCP_PROJECT": "proj-1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("GCP_PROJECT", "GCP_REGION"):
+            mp.delenv(key, raising=False)
+        mp.setenv("GCP_PROJECT", env["GCP_PROJECT"])
+        assert fill_placeholders("${GCP_PROJECT}") == "proj-1"
+        assert fill_placeholders("${GCP_REGION:-us-central1}") == "us-central1"
+        assert fill_placeholders(["gs://${NOT_SET_ANYWHERE}/x"]) == ["gs://${NOT_SET_ANYWHERE}/x"]
+
+
+def test_a_real_run_refuses_unfilled_placeholders(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("project: ${TOONBEAM_TEST_UNSET_VAR}\n")
+    proc = _cli("--config", str(config), "--content", str(ROOT / "samples" / "content"), "--output", str(tmp_path))
+    assert proc.returncode == 2
+    assert "TOONBEAM_TEST_UNSET_VAR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_flex_template_parameters_are_real_flags():
+    spec = json.loads((ROOT / "configs" / "flex-template.json").read_text())
+    flags = {opt for action in help_parser("t")._actions for opt in action.option_strings}
+    names = [p["name"] for p in spec["metadata"]["parameters"]]
+    assert names and spec["sdkInfo"]["language"] == "PYTHON"
+    for name in names:
+        if name == "incremental":
+            continue  # added with the incremental mode
+        assert f"--{name}" in flags, name
+
+
+def test_schedule_example_is_valid_python():
+    ast.parse((ROOT / "configs" / "airflow_dag.py").read_text())
+
+
+def test_setup_py_declares_worker_packages_and_extras():
+    text = (ROOT / "setup.py").read_text()
+    for extra in ('"gcp"', '"aws"', '"gpu"', '"jax"', '"torch"'):
+        assert extra in text
+    assert "pipeline" in text and "transforms" in text
