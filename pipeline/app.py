@@ -87,7 +87,10 @@ def plan_run(argv: list[str]) -> RunPlan:
         check_manifest(toon.content)
         if needs_style:
             check_manifest(toon.style)
-            ensure_weights_available(toon.extractor, toon.weights)
+            try:
+                ensure_weights_available(toon.extractor, toon.weights)
+            except ValueError as exc:  # a --weights value of no known form
+                raise UsageError(f"--weights: {exc}") from None
     run_id = toon.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return RunPlan(options=options, toon=toon, run_id=run_id)
 

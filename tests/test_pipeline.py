@@ -114,6 +114,8 @@ def test_rerun_into_the_same_folder_replaces_the_report(tmp_path):
         (["--content", "/no/such/folder"], "does not exist"),
         (["--content", str(SAMPLES / "content"), "--method", "nst"], "needs --style"),
         (["--output", "x"], "--content is required"),
+        (["--content", str(SAMPLES / "content"), "--style", str(SAMPLES / "style"), "--method", "nst",
+          "--weights", "foo"], "--weights: weights must be"),
     ],
 )
 def test_cli_usage_errors_are_one_line(args, message):
