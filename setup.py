@@ -16,6 +16,7 @@ REQUIRED = [
     "fsspec>=2023.6",
     "pyyaml>=6",
     "jinja2>=3.1",  # the HTML contact sheet
+    "tqdm>=4.66",  # progress bar of local runs
     "aiohttp>=3.9",  # fsspec http(s):// reads
 ]
 

@@ -7,12 +7,13 @@ import logging
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.utils import shared
 
 from pipeline import storage
-from pipeline.manifests import check_manifest
+from pipeline.manifests import check_manifest, read_manifest
+from pipeline.report import check_previous_reports
 from pipeline.options import (
     ToonbeamOptions,
     allowed_schemes,
@@ -28,6 +29,7 @@ from pipeline.transformations import (
     CartoonizeFn,
     PairTriageFn,
     ReadManifest,
+    ReadPreviousReports,
     StyleTargetsFn,
     StylizeFn,
     TriageFn,
@@ -74,6 +76,8 @@ def plan_run(argv: list[str]) -> RunPlan:
     _check_limits(toon)
     schemes = allowed_schemes(toon)
     uris = {"--content": toon.content, "--output": toon.output}
+    if toon.incremental:
+        uris["--incremental"] = toon.incremental
     if needs_style:
         uris["--style"] = toon.style
         if toon.weights.endswith(".h5"):
@@ -91,8 +95,21 @@ def plan_run(argv: list[str]) -> RunPlan:
                 ensure_weights_available(toon.extractor, toon.weights)
             except ValueError as exc:  # a --weights value of no known form
                 raise UsageError(f"--weights: {exc}") from None
+        if toon.incremental:
+            _check_previous_reports(toon.incremental)
     run_id = toon.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return RunPlan(options=options, toon=toon, run_id=run_id)
+
+
+def _check_previous_reports(spec: str) -> None:
+    """An unreadable earlier report stops the run before any work; a glob that matches nothing is the
+    first scheduled run's case: no earlier work, and a warning."""
+    try:
+        files = check_previous_reports(spec)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--incremental {spec}: {exc}") from None
+    if not files:
+        LOG.warning("--incremental %s matches no report files: no earlier work, everything runs", spec)
 
 
 def _check_limits(toon: ToonbeamOptions) -> None:
@@ -114,6 +131,9 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     toon = plan.toon
     policy = read_policy(toon)
     contents = p | "ReadContent" >> ReadManifest(toon.content)
+    earlier = {}  # side input of the compute steps: earlier rows by content_id (--incremental)
+    if toon.incremental:
+        earlier["previous"] = beam.pvalue.AsMultiMap(p | "ReadPreviousReports" >> ReadPreviousReports(toon.incremental))
     rows, dead_letters = [], []
     if toon.method in ("classical", "both"):
         params = params_for(toon.preset, **cartoon_overrides(toon))
@@ -121,7 +141,7 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
             TriageFn(plan.run_id, toon.output, toon.preset, params, toon.skip_existing)
         ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
         cartoons = triaged.todo | "Cartoonize" >> beam.ParDo(
-            CartoonizeFn(plan.run_id, toon.output, toon.preset, params, toon.max_input_pixels, policy)
+            CartoonizeFn(plan.run_id, toon.output, toon.preset, params, toon.max_input_pixels, policy), **earlier
         ).with_outputs(DEAD_LETTERS, main="rows")
         rows += [triaged[ROWS], cartoons.rows]
         dead_letters += [triaged[DEAD_LETTERS], cartoons[DEAD_LETTERS]]
@@ -142,6 +162,7 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
                 toon.max_input_pixels, NST_BATCH_SIZE, policy,
             ),
             styles=beam.pvalue.AsList(styles),
+            **earlier,
         ).with_outputs(DEAD_LETTERS, main="rows")
         rows += [triaged[ROWS], stylized.rows]
         dead_letters += [triaged[DEAD_LETTERS], stylized[DEAD_LETTERS]]
@@ -158,6 +179,22 @@ def clear_previous_report(output: str) -> None:
         fs, path = fsspec.core.url_to_fs(storage.join_uri(output, folder))
         if fs.exists(path):
             fs.rm(path, recursive=True)
+
+
+def runs_in_process(plan: RunPlan) -> bool:
+    """True for the DirectRunner in its default in-memory mode: the steps run in this process."""
+    runner = plan.options.view_as(StandardOptions).runner
+    mode = plan.options.view_as(DirectOptions).direct_running_mode
+    return runner in (None, "DirectRunner") and mode in (None, "in_memory")
+
+
+def count_units(plan: RunPlan) -> int:
+    """How many report rows the run will have: one per content for classical, one per pair for NST."""
+    contents = sum(1 for _ in read_manifest(plan.toon.content))
+    units = contents if plan.toon.method in ("classical", "both") else 0
+    if plan.toon.method in ("nst", "both"):
+        units += contents * sum(1 for _ in read_manifest(plan.toon.style))
+    return units
 
 
 def describe_dry_run(plan: RunPlan) -> str:

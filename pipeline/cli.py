@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 
-from pipeline import app
+from pipeline import app, progress
 from pipeline.contact_sheet import write_contact_sheet
 from pipeline.manifests import ManifestError
 from pipeline.options import help_parser
@@ -35,7 +35,14 @@ def run_command(argv: list[str]) -> int:
         if plan.toon.dry_run_only:
             print(app.describe_dry_run(plan))
             return 0
-        app.execute(plan)
+        reporter = progress.ProgressReporter(app.count_units(plan)) if app.runs_in_process(plan) else None
+        if reporter:
+            reporter.start()
+        try:
+            app.execute(plan)
+        finally:
+            if reporter:
+                reporter.stop()
     except USAGE_ERRORS as exc:
         if debug:
             raise

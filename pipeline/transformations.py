@@ -5,10 +5,17 @@ Every unit ends as exactly one report row. Steps of their own settle what needs 
 `PairTriageFn`: unusable manifest rows, and outputs already complete under --skip-existing); the compute
 steps turn any failure of a unit into an error row. Each error row also leaves, on the tagged output
 DEAD_LETTERS, a record with the original manifest rows (`WriteDeadLetters` writes them).
+
+With --incremental, the compute steps get the usable rows of earlier reports (`ReadPreviousReports`) as
+a multimap side input by content_id: after reading a unit's input bytes, a unit whose report.unit_key
+(ids, method, SHA-256 of the input bytes, params_hash) equals an earlier row's becomes a "skipped" row
+that names the earlier image, with no decode and no compute.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import socket
 import time
@@ -20,14 +27,21 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pipeline import outputs, storage
+from pipeline import outputs, progress, storage
 from pipeline.errors import UnitError, classify, dead_letter, dead_letter_json, describe
 from pipeline.manifests import ManifestEntry, read_manifest
-from pipeline.report import REPORT_SCHEMA, report_row
+from pipeline.report import REPORT_SCHEMA, earliest, previous_report_files, read_previous_rows, report_row, unit_key
 from transforms import images
 from transforms.cartoon import CartoonParams, cartoonize
 from transforms.nst.extractors import load_extractor
-from transforms.nst.optimize import NSTSettings, content_targets, style_targets, stylize
+from transforms.nst.optimize import (
+    NSTSettings,
+    content_targets,
+    resolve_jit_compile,
+    resolve_precision,
+    style_targets,
+    stylize,
+)
 
 NAMESPACE = "toonbeam"
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -74,16 +88,21 @@ class Stopwatch:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def load_image(entry: ManifestEntry, max_pixels: int, read_policy: storage.ReadPolicy | None = None) -> np.ndarray:
+def read_input(entry: ManifestEntry, read_policy: storage.ReadPolicy | None = None) -> bytes:
+    """The bytes of an input image (read once: they are hashed, then decoded)."""
     if entry.error:
         raise UnitError("bad_manifest_row", entry.error)
-    return images.decode_image(storage.read_bytes(entry.uri, read_policy), max_pixels)
+    return storage.read_bytes(entry.uri, read_policy)
 
 
-def write_image(uri: str, rgb: np.ndarray, recipe: str | None = None) -> None:
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_image(uri: str, rgb: np.ndarray, recipe: str | None = None, provenance: dict | None = None) -> None:
     """The PNG and its completion sidecar (see pipeline.outputs), each written atomically."""
     try:
-        outputs.write_output(uri, images.encode_png(rgb), recipe, rgb.shape[0], rgb.shape[1])
+        outputs.write_output(uri, images.encode_png(rgb), recipe, rgb.shape[0], rgb.shape[1], provenance)
     except OSError as exc:
         raise UnitError("write_error", f"cannot write {uri}: {exc}") from exc
 
@@ -99,6 +118,24 @@ def classical_recipe(params: CartoonParams, entry: ManifestEntry) -> str:
     return outputs.recipe_digest(method="classical", params=params, content_uri=entry.uri)
 
 
+def classical_params_hash(params: CartoonParams) -> str:
+    return outputs.params_hash("classical", params=params)
+
+
+def pixel_settings(settings: NSTSettings) -> NSTSettings:
+    """The settings with their "auto" values resolved as `stylize` resolves them on this worker:
+    bfloat16 or float32, XLA or not, give different pixels."""
+    jit = "on" if resolve_jit_compile(settings) else "off"
+    return dataclasses.replace(settings, precision=resolve_precision(settings), jit_compile=jit)
+
+
+def nst_params_hash(extractor: str, weights: str, settings: NSTSettings) -> str:
+    """All NSTSettings fields (resolved on this worker), the extractor, the weights and the Keras backend."""
+    return outputs.params_hash(
+        "nst", extractor=extractor, weights=weights, settings=pixel_settings(settings), backend=keras.backend.backend(),
+    )
+
+
 def nst_recipe(extractor: str, weights: str, settings: NSTSettings, content: ManifestEntry, style: ManifestEntry) -> str:
     return outputs.recipe_digest(
         method="nst", extractor=extractor, weights=weights, settings=settings,
@@ -108,6 +145,7 @@ def nst_recipe(extractor: str, weights: str, settings: NSTSettings, content: Man
 
 def _count(row: dict) -> dict:
     Metrics.counter(NAMESPACE, f"units_{row['status']}").inc()
+    progress.record(row["status"])
     if row["seconds_total"] is not None:
         Metrics.distribution(NAMESPACE, "unit_ms").update(int(row["seconds_total"] * 1000))
     return row
@@ -135,8 +173,55 @@ def _failed(base, exc, seconds_total, content, style=None, subject=None, row_tag
 
 
 def _skipped(base: dict, output_uri: str, record: dict) -> beam.pvalue.TaggedOutput:
-    row = report_row(**base, status="skipped", output_uri=output_uri, height=record.get("height"), width=record.get("width"))
+    """A --skip-existing row; its hashes are those the sidecar recorded (null for older sidecars)."""
+    provenance = {key: record.get(key) for key in outputs.PROVENANCE_KEYS}
+    row = report_row(
+        **{**base, **provenance}, status="skipped", output_uri=output_uri, height=record.get("height"),
+        width=record.get("width"),
+    )
     return beam.pvalue.TaggedOutput(ROWS, _count(row))
+
+
+def _provenance(row: dict) -> dict:
+    return {key: row.get(key) for key in outputs.PROVENANCE_KEYS}
+
+
+def _reused(base: dict, previous) -> dict | None:
+    """With --incremental: the "skipped" row of a unit (`base` has its ids, method and hashes) when an
+    earlier report has a row of the same unit_key, naming that row's image (not copied); else None."""
+    if previous is None:
+        return None
+    key = unit_key(base)
+    matches = [row for row in previous[base["content_id"]] if unit_key(row) == key]
+    if not matches:
+        return None
+    earlier = earliest(matches)
+    Metrics.counter(NAMESPACE, "units_reused").inc()
+    return _count(
+        report_row(**base, status="skipped", output_uri=earlier["output_uri"], height=earlier["height"], width=earlier["width"])
+    )
+
+
+class ReadPreviousReports(beam.PTransform):
+    """--incremental: the usable rows of earlier reports (report.read_previous_rows), one per unit key,
+    as (content_id, row) pairs for a `beam.pvalue.AsMultiMap` side input. Files are listed when the
+    pipeline runs (plan_run has checked them); matching none means no earlier work."""
+
+    def __init__(self, spec: str):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Spec" >> beam.Create([self._spec])
+            | "List" >> beam.FlatMap(previous_report_files)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.FlatMap(read_previous_rows)
+            | "ByUnit" >> beam.Map(lambda row: (unit_key(row), row))
+            | "OnePerUnit" >> beam.CombinePerKey(earliest)
+            | "ByContent" >> beam.Map(lambda keyed: (keyed[1]["content_id"], keyed[1]))
+        )
 
 
 class ReadManifest(beam.PTransform):
@@ -200,21 +285,31 @@ class CartoonizeFn(beam.DoFn):
         self._params = params
         self._max_input_pixels = max_input_pixels
         self._read_policy = read_policy
+        self._params_hash = classical_params_hash(params)
 
-    def process(self, entry: ManifestEntry):
+    def process(self, entry: ManifestEntry, previous=None):
+        """`previous`: with --incremental, the earlier rows by content_id (multimap side input)."""
         base = _classical_base(self._run_id, self._preset, entry)
         watch = Stopwatch()
         try:
             with watch.phase("total"):
                 with watch.phase("decode"):
-                    rgb = load_image(entry, self._max_input_pixels, self._read_policy)
-                with watch.phase("compute"):
-                    cartoon = cartoonize(rgb, self._params)
-                output_uri = image_uri(self._output, "classical", entry.id)
-                with watch.phase("write"):
-                    write_image(output_uri, cartoon, classical_recipe(self._params, entry))
+                    data = read_input(entry, self._read_policy)
+                base.update(content_sha256=sha256_hex(data), params_hash=self._params_hash)
+                reused = _reused(base, previous)
+                if reused is None:
+                    with watch.phase("decode"):
+                        rgb = images.decode_image(data, self._max_input_pixels)
+                    with watch.phase("compute"):
+                        cartoon = cartoonize(rgb, self._params)
+                    output_uri = image_uri(self._output, "classical", entry.id)
+                    with watch.phase("write"):
+                        write_image(output_uri, cartoon, classical_recipe(self._params, entry), _provenance(base))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error row, never a crashed run
             yield from _failed(base, exc, watch.seconds.get("total"), entry, subject=_subject(entry))
+            return
+        if reused is not None:
+            yield reused
             return
         yield _count(
             report_row(
@@ -248,8 +343,8 @@ class _WithSharedExtractor(beam.DoFn):
             Metrics.counter(NAMESPACE, "extractor_loads").inc()
             self._loaded_here = False
 
-    def _load_resized(self, entry: ManifestEntry, max_input_pixels: int, read_policy=None) -> np.ndarray:
-        rgb = load_image(entry, max_input_pixels, read_policy)
+    def _decode_resized(self, data: bytes, max_input_pixels: int) -> np.ndarray:
+        rgb = images.decode_image(data, max_input_pixels)
         resized = images.resize_to_max_dim(rgb, self._settings.max_dim)
         images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {self._settings.max_dim}")
         return images.to_float01(resized)
@@ -261,6 +356,7 @@ class StyleTargets(typing.NamedTuple):
     entry: ManifestEntry
     grams: list | None
     error: tuple[str, str] | None  # (error_type, message)
+    sha256: str | None = None  # of the style image's bytes as read (the report's style_sha256)
 
 
 class StyleTargetsFn(_WithSharedExtractor):
@@ -272,12 +368,15 @@ class StyleTargetsFn(_WithSharedExtractor):
         self._read_policy = read_policy
 
     def process(self, entry: ManifestEntry):
+        sha256 = None
         try:
-            grams = style_targets(self._extractor, self._load_resized(entry, self._max_input_pixels, self._read_policy))
+            data = read_input(entry, self._read_policy)
+            sha256 = sha256_hex(data)
+            grams = style_targets(self._extractor, self._decode_resized(data, self._max_input_pixels))
         except Exception as exc:  # noqa: BLE001 - a bad style image fails its pairs, not the run
-            yield StyleTargets(entry, None, classify(exc))
+            yield StyleTargets(entry, None, classify(exc), sha256)
             return
-        yield StyleTargets(entry, grams, None)
+        yield StyleTargets(entry, grams, None, sha256)
 
 
 class PendingPairs(typing.NamedTuple):
@@ -294,8 +393,8 @@ def _nst_base(run_id: str, entry: ManifestEntry, extractor: str, settings: NSTSe
     )
 
 
-def _pair_base(base: dict, style: ManifestEntry) -> dict:
-    return dict(base, style_id=style.id, style_uri=style.uri)
+def _pair_base(base: dict, style: ManifestEntry, style_sha256: str | None = None) -> dict:
+    return dict(base, style_id=style.id, style_uri=style.uri, style_sha256=style_sha256)
 
 
 class PairTriageFn(beam.DoFn):
@@ -354,8 +453,10 @@ class StylizeFn(_WithSharedExtractor):
         self._max_input_pixels = max_input_pixels
         self._batch_size = batch_size
         self._read_policy = read_policy
+        self._params_hash = None  # resolved on the worker (see nst_params_hash)
 
-    def process(self, element, styles: list):
+    def process(self, element, styles: list, previous=None):
+        """`previous`: with --incremental, the earlier rows by content_id (multimap side input)."""
         if isinstance(element, PendingPairs):
             entry = element.entry
             styles = [s for s in styles if s.entry in element.styles]
@@ -367,19 +468,42 @@ class StylizeFn(_WithSharedExtractor):
         watch = Stopwatch()
         try:
             with watch.phase("decode"):
-                content = self._load_resized(entry, self._max_input_pixels, self._read_policy)
+                data = read_input(entry, self._read_policy)
+            if self._params_hash is None:
+                self._params_hash = nst_params_hash(self._extractor_name, self._weights, self._settings)
+            base.update(content_sha256=sha256_hex(data), params_hash=self._params_hash)
+        except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
+            for style in styles:
+                yield from _failed(_pair_base(base, style.entry), exc, watch.seconds.get("decode"), entry, style.entry, _subject(entry))
+            return
+        pending = []
+        for style in styles:
+            reused = None if style.error else _reused(_pair_base(base, style.entry, style.sha256), previous)
+            if reused is None:
+                pending.append(style)
+            else:
+                yield reused
+        if not pending:
+            return  # every pair done earlier: no decode, no content targets
+        styles = pending
+        try:
+            with watch.phase("decode"):
+                content = self._decode_resized(data, self._max_input_pixels)
             with watch.phase("targets"):
                 targets = content_targets(self._extractor, content)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
-                yield from _failed(_pair_base(base, style.entry), exc, watch.seconds.get("decode"), entry, style.entry, _subject(entry))
+                yield from _failed(
+                    _pair_base(base, style.entry, style.sha256), exc, watch.seconds.get("decode"), entry, style.entry,
+                    _subject(entry),
+                )
             return
         ready = []
         for style in styles:
             if style.error:
                 error_type, message = style.error
                 yield from _failed(
-                    _pair_base(base, style.entry), UnitError(error_type, message), None, entry, style.entry,
+                    _pair_base(base, style.entry, style.sha256), UnitError(error_type, message), None, entry, style.entry,
                     subject=f"style {_subject(style.entry)}",
                 )
             else:
@@ -399,7 +523,7 @@ class StylizeFn(_WithSharedExtractor):
         except Exception as exc:  # noqa: BLE001
             for style in batch:
                 yield from _failed(
-                    _pair_base(base, style.entry), exc, None, entry, style.entry,
+                    _pair_base(base, style.entry, style.sha256), exc, None, entry, style.entry,
                     subject=f"{_subject(entry)} x {_subject(style.entry)}",
                 )
             return
@@ -407,7 +531,7 @@ class StylizeFn(_WithSharedExtractor):
         for style, image, losses in zip(batch, result.images, result.losses):
             pair = f"{_subject(entry)} x {_subject(style.entry)}"
             row = dict(
-                _pair_base(base, style.entry), height=image.shape[0], width=image.shape[1],
+                _pair_base(base, style.entry, style.sha256), height=image.shape[0], width=image.shape[1],
                 loss_total=losses["total"], loss_content=losses["content"], loss_style=losses["style"],
                 loss_tv=losses["tv"], seconds_decode=decode_share, seconds_compute=compute_share,
             )
@@ -420,7 +544,7 @@ class StylizeFn(_WithSharedExtractor):
             pair_watch = Stopwatch()
             try:
                 with pair_watch.phase("write"):
-                    write_image(output_uri, images.to_uint8(image), recipe)
+                    write_image(output_uri, images.to_uint8(image), recipe, _provenance(row))
             except UnitError as exc:
                 yield from _failed(row, exc, decode_share + compute_share, entry, style.entry, subject=pair)
                 continue
