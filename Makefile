@@ -17,6 +17,11 @@ run-local: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
+# NST speed, ours against the seed's loop (see README "Performance"); e.g. make bench BENCH_ARGS=--quick
+BENCH_ARGS ?=
+bench: $(VENV)/.installed
+	$(PY) bench/nst_bench.py $(BENCH_ARGS)
+
 # Scale-out (see README "Runners"): IMAGE is the worker container; CONTENT, STYLE and OUTPUT are URIs.
 IMAGE ?= toonbeam-worker:latest
 METHOD ?= nst
