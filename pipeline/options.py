@@ -100,6 +100,15 @@ class ToonbeamOptions(PipelineOptions):
             help="skip units whose output is already complete (checked against its sidecar digest) and "
             "report them as skipped: re-running an interrupted run finishes only the rest",
         )
+        io_group.add_argument(
+            "--incremental",
+            default=None,
+            metavar="PREVIOUS_REPORT_GLOB",
+            help="earlier runs' reports (an fsspec glob of Parquet files, e.g. gs://b/toonbeam/runs/*/report/*.parquet, "
+            "or a run's folder): units done there with the same input bytes (SHA-256), method and pixel settings "
+            "are reported as skipped, naming the earlier image, and not computed; matching no file means no "
+            "earlier work (a warning)",
+        )
         safety.add_argument(
             *_spellings("max_error_fraction"),
             dest="max_error_fraction",

@@ -1,7 +1,8 @@
 """Output images and the records that say they are complete (what `--skip-existing` trusts).
 
 Each image is written atomically, then a small sidecar `<image>.json`, also atomically, holding the
-image's size and SHA-256 and a digest of the recipe that made it (method, settings, input URIs). A unit
+image's size and SHA-256, a digest of the recipe that made it (method, settings, input URIs) and its
+provenance (the SHA-256 of the inputs' bytes and the `params_hash`, for `--incremental`). A unit
 is complete when its sidecar exists, names the recipe of the current run and describes the image
 bytes found there. The sidecar is written last, so a worker killed between the two writes leaves an
 image without a sidecar, which a resumed run redoes; a changed setting or input URI redoes it too.
@@ -25,6 +26,19 @@ RECIPE_VERSION = 1
 
 def recipe_digest(**parts) -> str:
     """A stable digest of what makes an output what it is (dataclasses are taken field by field)."""
+    return _digest(parts)
+
+
+def params_hash(method: str, **params) -> str:
+    """The report's `params_hash`: a digest of the method and every parameter that changes an output's
+    pixels (whole settings dataclasses, extractor, weights, ...), never the input URIs, whose bytes are
+    hashed on their own (`content_sha256`, `style_sha256`). `--incremental` skips a unit only when this
+    and the input hashes equal an earlier row's. Anything new that changes pixels (a seed) is one more
+    keyword here. Includes RECIPE_VERSION, so a change of the image math redoes earlier work too."""
+    return _digest({"method": method, **params})
+
+
+def _digest(parts: dict) -> str:
     plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in parts.items()}
     text = json.dumps({"recipe_version": RECIPE_VERSION, **plain}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
@@ -34,8 +48,14 @@ def sidecar_uri(image_uri: str) -> str:
     return image_uri + SIDECAR_SUFFIX
 
 
-def write_output(image_uri: str, data: bytes, recipe: str | None, height: int, width: int) -> None:
-    """The image, then its sidecar; each atomic."""
+#: Provenance keys a sidecar may carry (also report columns): what `--skip-existing` rows report.
+PROVENANCE_KEYS = ("content_sha256", "style_sha256", "params_hash")
+
+
+def write_output(
+    image_uri: str, data: bytes, recipe: str | None, height: int, width: int, provenance: dict | None = None
+) -> None:
+    """The image, then its sidecar; each atomic. `provenance`: the PROVENANCE_KEYS of the unit."""
     storage.write_atomic(image_uri, data)
     record = {
         "format": SIDECAR_FORMAT,
@@ -44,6 +64,7 @@ def write_output(image_uri: str, data: bytes, recipe: str | None, height: int, w
         "height": int(height),
         "width": int(width),
         "recipe": recipe,
+        **{key: (provenance or {}).get(key) for key in PROVENANCE_KEYS},
     }
     storage.write_atomic(sidecar_uri(image_uri), json.dumps(record, sort_keys=True).encode("ascii"))
 
