@@ -38,7 +38,7 @@ REPORT_SCHEMA = pa.schema(
         ("backend", pa.string()),
         ("device", pa.string()),
         ("worker", pa.string()),
-        # What made the output, for --incremental (ok and skipped rows; null where unknown, e.g. errors):
+        # What made the output, for --incremental (every ok and skipped row; error rows where already known):
         ("content_sha256", pa.string()),  # SHA-256 (hex) of the content image's bytes as read
         ("style_sha256", pa.string()),  # the same of the style image (nst only)
         ("params_hash", pa.string()),  # pipeline.outputs.params_hash: method + every pixel-changing setting

@@ -37,6 +37,15 @@ def test_dry_run_builds_every_preset_offline(config):
         assert "StyleTargets" in proc.stdout and "Stylize" in proc.stdout
 
 
+def test_dry_run_shows_the_earlier_reports_step():
+    proc = _cli(
+        "--content", "gs://no-such-bucket/photos.parquet", "--output", "gs://no-such-bucket/out", "--dry-run",
+        "--incremental", "gs://no-such-bucket/runs/*/report/*.parquet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ReadPreviousReports" in proc.stdout and "incremental = 'gs://no-such-bucket/runs/*/report/*.parquet'" in proc.stdout
+
+
 def test_placeholders_come_from_the_environment_with_defaults():
     env = {"GCP_PROJECT": "proj-1"}
     with pytest.MonkeyPatch.context() as mp:
@@ -62,8 +71,6 @@ def test_flex_template_parameters_are_real_flags():
     names = [p["name"] for p in spec["metadata"]["parameters"]]
     assert names and spec["sdkInfo"]["language"] == "PYTHON"
     for name in names:
-        if name == "incremental":
-            continue  # added with the incremental mode
         assert f"--{name}" in flags, name
 
 
