@@ -40,6 +40,11 @@ NST_HELP = {
     "beta_1": "Adam beta_1",
     "beta_2": "Adam beta_2",
     "epsilon": "Adam epsilon",
+    "precision": "float32 | bfloat16 | auto (bfloat16 on a GPU or a CPU with AVX512_BF16/AMX, else float32); "
+    "the image and the losses stay float32",
+    "optimizer": "adam (the seed's) | lbfgs (reaches the seed's loss in far fewer steps)",
+    "scales": "coarse-to-fine plan SCALE:FRACTION,..., e.g. 0.5:0.8,1:0.2 (the last scale must be 1)",
+    "jit_compile": "XLA: on | off | auto (on only with a GPU; slower than oneDNN on a CPU)",
 }
 
 

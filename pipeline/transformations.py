@@ -33,6 +33,7 @@ from pipeline.manifests import ManifestEntry, read_manifest
 from pipeline.report import REPORT_SCHEMA, earliest, previous_report_files, read_previous_rows, report_row, unit_key
 from transforms import images
 from transforms.cartoon import CartoonParams, cartoonize
+from transforms.nst.buckets import from_bucket, to_bucket
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import (
     NSTSettings,
@@ -489,8 +490,11 @@ class StylizeFn(_WithSharedExtractor):
         try:
             with watch.phase("decode"):
                 content = self._decode_resized(data, self._max_input_pixels)
+                # Optimised at a bucketed size (multiples of 32) so a catalog compiles few shapes;
+                # each result is resized back to `content`'s size before it is written.
+                bucketed = to_bucket(content)
             with watch.phase("targets"):
-                targets = content_targets(self._extractor, content)
+                targets = content_targets(self._extractor, bucketed)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
                 yield from _failed(
@@ -511,9 +515,9 @@ class StylizeFn(_WithSharedExtractor):
         shared_seconds = (watch.seconds["decode"], watch.seconds["targets"])
         for start in range(0, len(ready), self._batch_size):
             batch = ready[start : start + self._batch_size]
-            yield from self._stylize_batch(entry, content, targets, batch, base, shared_seconds, len(ready))
+            yield from self._stylize_batch(entry, bucketed, content.shape, targets, batch, base, shared_seconds, len(ready))
 
-    def _stylize_batch(self, entry, content, targets, batch, base, shared_seconds, pairs_of_content):
+    def _stylize_batch(self, entry, content, shape, targets, batch, base, shared_seconds, pairs_of_content):
         watch = Stopwatch()
         decode_share = shared_seconds[0] / pairs_of_content
         targets_share = shared_seconds[1] / pairs_of_content
@@ -529,6 +533,7 @@ class StylizeFn(_WithSharedExtractor):
             return
         compute_share = watch.seconds["compute"] / len(batch) + targets_share
         for style, image, losses in zip(batch, result.images, result.losses):
+            image = from_bucket(image, shape)
             pair = f"{_subject(entry)} x {_subject(style.entry)}"
             row = dict(
                 _pair_base(base, style.entry, style.sha256), height=image.shape[0], width=image.shape[1],
