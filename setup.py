@@ -26,7 +26,7 @@ EXTRAS = {
     "gpu": ["tensorflow[and-cuda]>=2.16,<3"],
     "jax": ["jax>=0.4.30"],
     "torch": ["torch>=2.3"],
-    "test": ["pytest>=8", "scikit-image>=0.22"],
+    "test": ["pytest>=8", "scikit-image>=0.22", "jax>=0.4.30"],  # jax: the NST core is tested on a 2nd backend
 }
 
 setuptools.setup(

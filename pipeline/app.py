@@ -7,6 +7,7 @@ import logging
 
 import apache_beam as beam
 import fsspec
+import keras
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.utils import shared
@@ -70,6 +71,11 @@ def plan_run(argv: list[str]) -> RunPlan:
         raise UsageError(f"set the environment variables of these preset values: {' '.join(unfilled)}")
     if not toon.content:
         raise UsageError("--content is required (a folder, glob, image or manifest)")
+    if toon.backend and toon.backend != keras.backend.backend():
+        raise UsageError(
+            f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
+            f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
+        )
     needs_style = toon.method in ("nst", "both")
     if needs_style and not toon.style:
         raise UsageError(f"--method {toon.method} needs --style")

@@ -6,23 +6,53 @@ failed than --max-error-fraction allows, 2 when the run could not start (one lin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 import sys
 import time
 
-from pipeline import app, progress
-from pipeline.contact_sheet import write_contact_sheet
-from pipeline.manifests import ManifestError
-from pipeline.options import help_parser
-from pipeline.report import STATUSES, error_fraction, error_type_counts, read_report, status_counts
-from pipeline.summary import summarize
-from transforms.nst.extractors import WeightsUnavailable
+import yaml
 
-#: Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
-USAGE_ERRORS = (app.UsageError, ManifestError, WeightsUnavailable, FileNotFoundError)
+from pipeline.report import error_fraction
+
+# Everything that imports Keras is imported inside the commands, after `select_backend` has set
+# KERAS_BACKEND: Keras reads it once, at its first import.
+
+
+def select_backend(argv: list[str]) -> str | None:
+    """KERAS_BACKEND from `--backend` (or the `backend` key of the --config preset; the flag wins).
+    Returns why it cannot be used, or None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--backend")
+    known, _ = pre.parse_known_args(argv)
+    backend = known.backend
+    if backend is None and known.config and os.path.exists(known.config):
+        with open(known.config, encoding="utf-8") as handle:
+            preset = yaml.safe_load(handle)
+        backend = preset.get("backend") if isinstance(preset, dict) else None
+    if not backend:
+        return None
+    if importlib.util.find_spec(backend) is None:
+        return f"--backend {backend}: the {backend} package is not installed (pip install '.[{_EXTRA.get(backend, backend)}]')"
+    os.environ["KERAS_BACKEND"] = backend
+    return None
+
+
+_EXTRA = {"tensorflow": "gpu", "jax": "jax", "torch": "torch"}
 
 
 def run_command(argv: list[str]) -> int:
+    from pipeline import app, progress
+    from pipeline.contact_sheet import write_contact_sheet
+    from pipeline.manifests import ManifestError
+    from pipeline.options import help_parser
+    from pipeline.report import STATUSES, error_type_counts, read_report, status_counts
+    from transforms.nst.extractors import WeightsUnavailable
+
+    # Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
+    usage_errors = (app.UsageError, ManifestError, WeightsUnavailable, FileNotFoundError)
     if any(flag in argv for flag in ("-h", "--help")):
         help_parser("toonbeam run").print_help()
         return 0
@@ -43,7 +73,7 @@ def run_command(argv: list[str]) -> int:
         finally:
             if reporter:
                 reporter.stop()
-    except USAGE_ERRORS as exc:
+    except usage_errors as exc:
         if debug:
             raise
         print(f"toonbeam: error: {exc}", file=sys.stderr)
@@ -79,6 +109,8 @@ def _error_budget_exit(counts: dict[str, int], limit: float | None) -> int:
 
 
 def report_command(argv: list[str]) -> int:
+    from pipeline.contact_sheet import write_contact_sheet
+    from pipeline.summary import summarize
     parser = argparse.ArgumentParser(
         prog="toonbeam report", description="Summarize a run and (re)write OUTPUT/index.html."
     )
@@ -111,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         parser.error(f"unknown command {command!r}")
+    problem = select_backend(rest)
+    if problem:
+        print(f"toonbeam: error: {problem}", file=sys.stderr)
+        return 2
     return COMMANDS[command](rest)
 
 

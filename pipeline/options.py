@@ -156,6 +156,12 @@ class ToonbeamOptions(PipelineOptions):
         classical.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="default: seed")
         _add_dataclass_flags(classical, CartoonParams, "cartoon_", CARTOON_HELP, keep_defaults=False)
         nst = parser.add_argument_group("Neural style transfer")
+        nst.add_argument(
+            "--backend",
+            choices=("tensorflow", "jax", "torch"),
+            help="Keras backend (sets KERAS_BACKEND before Keras is imported; default: KERAS_BACKEND or tensorflow). "
+            "Remote workers take KERAS_BACKEND from their container's environment",
+        )
         nst.add_argument("--extractor", choices=sorted(EXTRACTORS), default="vgg19", help="default: vgg19")
         nst.add_argument(
             "--weights",

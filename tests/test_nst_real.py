@@ -13,10 +13,11 @@ from transforms.nst.optimize import NSTSettings, content_targets, evaluate_losse
 _WEIGHTS = os.path.join(
     os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models", EXTRACTORS["vgg19"].weights_file
 )
-pytestmark = pytest.mark.skipif(
+requires_real_weights = pytest.mark.skipif(
     not os.path.exists(_WEIGHTS),
     reason=f"real VGG19 weights not staged at {_WEIGHTS} (run ../shared/tools/stage-vgg19-weights)",
 )
+pytestmark = requires_real_weights
 
 MAX_DIM = 128
 
