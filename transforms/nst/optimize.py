@@ -19,7 +19,7 @@ import functools
 import numpy as np
 from keras import ops
 
-from transforms.nst import backends
+from transforms.nst import backends, controls
 from transforms.nst.extractors import FeatureExtractor
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, total_variation
 
@@ -42,6 +42,15 @@ class NSTSettings:
     optimizer: str = "adam"  # adam (the seed's) | lbfgs (fixed step 1, no line search, as neural-style)
     scales: str = "1"  # coarse-to-fine "SCALE:FRACTION,...", e.g. "0.5:0.8,1:0.2"; last scale must be 1
     jit_compile: str = "auto"  # on | off | auto: XLA for TensorFlow (auto = on only with a GPU)
+    # Style controls (controls.py). The defaults reproduce the seed's pixels exactly.
+    style_strength: float = 1.0  # multiplies style_weight and tv_weight; 0 gives back the content image
+    preserve_colors: bool = False  # keep the content's colours: stylized L* with the content's a*, b*
+    init: str = "content"  # content | noise | blend: the image the optimisation starts from
+    seed: int = 0  # with the pair's ids, seeds every random choice (noise / blend init)
+    output_size: str = "max_dim"  # max_dim | original | a long side in px; above max_dim: pyramid
+    max_output_dim: int = 2048  # cap on the output's long side for output_size original / N
+    refine_steps: int = 100  # steps at the first pyramid level above max_dim, halved per level
+    max_memory_gb: float = 0.0  # refuse (too_large) outputs estimated above this; 0 = 80% of RAM
 
 
 @dataclasses.dataclass
@@ -114,9 +123,11 @@ def loss_terms(split, settings: NSTSettings, features, images, content_targets, 
     style_features, content_features = split(features(images))
     style_features = [ops.cast(f, "float32") for f in style_features]
     content_features = [ops.cast(f, "float32") for f in content_features]
-    style = style_loss(style_features, target_grams, settings.style_weight)
+    style = style_loss(style_features, target_grams, settings.style_weight * settings.style_strength)
     content = content_loss(content_features, content_targets, settings.content_weight)
-    tv = settings.tv_weight * total_variation(images)
+    # style_strength scales the stylising terms against the content term: the style term and the
+    # total variation that regularises it (alone, TV would only blur the photo), so 0 keeps the photo.
+    tv = settings.tv_weight * settings.style_strength * total_variation(images)
     return {"total": style + content + tv, "content": content, "style": style, "tv": tv}
 
 
@@ -204,11 +215,16 @@ def _run_lbfgs(split, settings, features, images, steps, content_targets, target
     return ops.fori_loop(0, steps, step, state)[0]
 
 
+#: Settings that the compiled loss and step never read (handled around them): left out of the cache key.
+_NOT_COMPILED = dict(preserve_colors=False, init="content", seed=0, output_size="max_dim", max_output_dim=2048,
+                     refine_steps=0, max_memory_gb=0.0)
+
+
 def _compiled(extractor: FeatureExtractor, settings: NSTSettings, fn, precision: str = "float32"):
     """`fn` compiled once per extractor, settings and precision (the backend caches per image
     shape, so one worker compiles each bucketed shape once). `steps` and `scales` are runtime
     arguments or handled outside, so they are left out of the key."""
-    key = (fn.__name__, dataclasses.replace(settings, steps=0, scales="1", precision="auto"), precision)
+    key = (fn.__name__, dataclasses.replace(settings, steps=0, scales="1", precision="auto", **_NOT_COMPILED), precision)
     if key not in extractor.compiled:
         extractor.compiled[key] = backends.compile_with_model(
             extractor.model_for(precision), functools.partial(fn, extractor.split, settings),
@@ -254,18 +270,52 @@ def evaluate_losses(extractor, images, content_targets, style_targets_batch, set
     return [{name: float(value[b]) for name, value in terms.items()} for b in range(len(style_targets_batch))]
 
 
-def stylize(extractor, content_image, content_targets, style_targets_batch, settings=NSTSettings()) -> NSTResult:
-    """Optimise B = len(style_targets_batch) copies of `content_image` [H,W,3] in [0,1], copy b
-    towards style b, for `settings.steps` steps, as one batch; return them with their final losses."""
-    if not style_targets_batch:
-        raise ValueError("style_targets_batch needs at least one style")
+def check_settings(settings: NSTSettings) -> NSTSettings:
+    """`settings` unchanged, or a ValueError naming the first bad field (call it in the driver to
+    fail before any work; `stylize` and `stylize_high_res` call it too)."""
     if settings.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {settings.optimizer!r}")
+    if settings.init not in controls.INITS:
+        raise ValueError(f"init must be one of {controls.INITS}, got {settings.init!r}")
+    if not (np.isfinite(settings.style_strength) and settings.style_strength >= 0):
+        raise ValueError(f"style_strength must be a finite number >= 0, got {settings.style_strength!r}")
+    controls.parse_output_size(settings.output_size)
+    if settings.max_output_dim < 32 or settings.refine_steps < 0 or not settings.max_memory_gb >= 0:
+        raise ValueError("max_output_dim must be >= 32, refine_steps >= 0 and max_memory_gb >= 0 (0 = auto)")
+    resolve_precision(settings)
+    resolve_jit_compile(settings)
+    return settings
+
+
+def _start_images(content: np.ndarray, settings: NSTSettings, batch: int, pair_ids) -> np.ndarray | None:
+    """[B,H,W,3] starting images, image b seeded by `controls.pair_seed(settings.seed, *pair_ids[b])`
+    (all by `pair_seed(settings.seed)` without ids); None for init="content" (the seed's path)."""
+    if settings.init == "content":
+        return None
+    if pair_ids is not None and len(pair_ids) != batch:
+        raise ValueError(f"{batch} styles but {len(pair_ids)} pair ids")
+    ids = [tuple(i) if isinstance(i, (tuple, list)) else (i,) for i in pair_ids] if pair_ids is not None \
+        else [()] * batch
+    return np.stack([controls.initial_image(content, settings.init, controls.pair_seed(settings.seed, *i)) for i in ids])
+
+
+def _keeps_content(settings: NSTSettings) -> bool:
+    """style_strength 0 from the content image: the start is the objective's exact minimum (content
+    loss 0, no style or TV term), so it is returned as is. Optimising would only follow rounding
+    noise: with bfloat16 features the content term's floor is not 0 and Adam's normalised steps
+    walk the pixels away (measured: SSIM 0.45 vs the photo after 40 steps at 96 px)."""
+    return settings.style_strength == 0 and settings.init == "content"
+
+
+def _optimise(extractor, content, content_targets, grams, settings: NSTSettings, start=None):
+    """The `scales` loop of `stylize`: content [1,H,W,3], grams stacked [B,C,C] per layer, start
+    [B,H,W,3] or None (B copies of the content). Returns the optimised [B,H,W,3] tensor."""
     precision = resolve_precision(settings)
     run = _compiled(extractor, settings, _run_lbfgs if settings.optimizer == "lbfgs" else _run_steps, precision)
-    content = _as_batch(content_image, 1)
     height, width = content.shape[1:3]
-    grams = _stacked_grams(style_targets_batch)
+    batch = ops.shape(grams[0])[0]
+    if _keeps_content(settings) and start is None:
+        return ops.repeat(ops.convert_to_tensor(content), batch, axis=0)
     images = None
     for scale, steps in parse_scales(settings.scales, settings.steps):
         if scale == 1.0:
@@ -277,12 +327,92 @@ def stylize(extractor, content_image, content_targets, style_targets_batch, sett
             small = ops.image.resize(content, size, interpolation="bilinear", antialias=True)
             _, targets = extractor.split(extractor.model(small, training=False))
         if images is None:
-            start = content if size == (height, width) else ops.image.resize(
-                content, size, interpolation="bilinear", antialias=True)
-            images = ops.repeat(ops.convert_to_tensor(start), len(style_targets_batch), axis=0)
+            first = content if start is None else start
+            if size != (height, width):
+                first = ops.image.resize(first, size, interpolation="bilinear", antialias=True)
+            images = ops.convert_to_tensor(first)
+            if start is None:
+                images = ops.repeat(images, batch, axis=0)
         elif tuple(ops.shape(images)[1:3]) != size:
             images = ops.clip(ops.image.resize(images, size, interpolation="bilinear"), 0.0, 1.0)
         if steps > 0:
             images = run(images, ops.convert_to_tensor(steps, dtype="int32"), targets, grams)
+    return images
+
+
+def stylize(
+    extractor, content_image, content_targets, style_targets_batch, settings=NSTSettings(), pair_ids=None
+) -> NSTResult:
+    """Optimise B = len(style_targets_batch) copies of `content_image` [H,W,3] in [0,1], copy b
+    towards style b, for `settings.steps` steps, as one batch; return them with their final losses.
+
+    pair_ids: B tuples of ids, e.g. (content_id, style_id); with `settings.seed` they seed image
+    b's random start (init noise / blend) through `controls.pair_seed`, so a pair gets the same
+    pixels in any batch, order or run. With preserve_colors the colours are put back after the
+    optimisation, and the losses are those of the images returned. `output_size` is ignored
+    here (this is the `max_dim` result): see `stylize_high_res`.
+    """
+    if not style_targets_batch:
+        raise ValueError("style_targets_batch needs at least one style")
+    check_settings(settings)
+    content = _as_batch(content_image, 1)
+    start = _start_images(content[0], settings, len(style_targets_batch), pair_ids)
+    images = _optimise(extractor, content, content_targets, _stacked_grams(style_targets_batch), settings, start)
     final = ops.convert_to_numpy(images).astype(np.float32)
+    if settings.preserve_colors:
+        final = np.stack([controls.preserve_colors(image, content[0]) for image in final])
     return NSTResult(final, evaluate_losses(extractor, final, content_targets, style_targets_batch, settings))
+
+
+def stylize_high_res(extractor, original, style_targets_batch, settings=NSTSettings(), pair_ids=None) -> NSTResult:
+    """The result at `controls.output_shape(*original.shape[:2], settings)`, coarse to fine.
+
+    original: the decoded content photo [H,W,3] in [0,1] at its own size (not resized). Level 0
+    is `stylize` at max_dim (all its options: steps, scales, init, optimizer); each further level
+    of `controls.pyramid_shapes` upsamples the result (bicubic), takes the content targets of
+    the photo resized to that level, and refines for `controls.refine_steps_at(level)` steps
+    with fresh optimiser state; the style grams (location averages) are the max_dim ones.
+    preserve_colors is applied once, at the end, with the photo's own chroma at the output size.
+    The batch is split into chunks that fit `max_memory_gb` (`controls.images_that_fit`);
+    `controls.TooLargeForMemory` (an `images.ImageTooLarge`) when not even one image fits.
+    """
+    if not style_targets_batch:
+        raise ValueError("style_targets_batch needs at least one style")
+    check_settings(settings)
+    original = _as_batch(original, 1)[0]
+    shapes = controls.pyramid_shapes(*original.shape[:2], settings)
+    biggest = max(shapes, key=lambda shape: shape[0] * shape[1])
+    chunk = controls.images_that_fit(*biggest, len(style_targets_batch), settings.max_memory_gb,
+                                     resolve_precision(settings))
+    ids = list(pair_ids) if pair_ids is not None else None
+    parts = [
+        _high_res_chunk(extractor, original, shapes, style_targets_batch[i : i + chunk], settings,
+                        None if ids is None else ids[i : i + chunk])
+        for i in range(0, len(style_targets_batch), chunk)
+    ]
+    return NSTResult(np.concatenate([p.images for p in parts]), [loss for p in parts for loss in p.losses])
+
+
+def _high_res_chunk(extractor, original, shapes, style_targets_batch, settings, pair_ids) -> NSTResult:
+    base = controls.resize01(original, shapes[0])
+    grams = _stacked_grams(style_targets_batch)
+    start = _start_images(base, settings, len(style_targets_batch), pair_ids)
+    images = _optimise(extractor, base[None], content_targets(extractor, base), grams, settings, start)
+    run = _compiled(extractor, settings, _run_lbfgs if settings.optimizer == "lbfgs" else _run_steps,
+                    resolve_precision(settings))
+    for level, shape in enumerate(shapes[1:] if not _keeps_content(settings) else [], start=1):
+        upsampled = np.stack([controls.resize01(image, shape) for image in ops.convert_to_numpy(images)])
+        images = ops.convert_to_tensor(upsampled)
+        steps = controls.refine_steps_at(level, settings)
+        if steps > 0:
+            targets = _tensors(content_targets(extractor, controls.resize01(original, shape)))
+            images = run(images, ops.convert_to_tensor(steps, dtype="int32"), targets, grams)
+    out_shape = controls.output_shape(*original.shape[:2], settings)
+    if _keeps_content(settings):
+        images = np.repeat(original[None], len(style_targets_batch), axis=0)
+    final = np.stack([controls.resize01(image, out_shape) for image in ops.convert_to_numpy(images)])
+    content = controls.resize01(original, out_shape)
+    if settings.preserve_colors:
+        final = np.stack([controls.preserve_colors(image, content) for image in final])
+    losses = evaluate_losses(extractor, final, content_targets(extractor, content), style_targets_batch, settings)
+    return NSTResult(final.astype(np.float32), losses)
