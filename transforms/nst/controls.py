@@ -238,8 +238,11 @@ def refine_steps_at(level: int, settings) -> int:
 # `estimate_peak_bytes`). The per-pixel cost is the tape's activations of VGG19 up to
 # block5_conv2 (about 330 floats per pixel) plus their gradients and oneDNN's scratch.
 
-BASE_BYTES = {"float32": 1.20e9, "bfloat16": 1.40e9}
-PER_PIXEL_BYTES = {"float32": 4300.0, "bfloat16": 3200.0}
+# Measured (TF 2.21, 2-core CPU, one image, docs/measure_nst_memory.py), peak RSS in GB:
+#   341x512: float32 1.39, bfloat16 1.32;  681x1024: 3.16, 2.42;  1362x2048: 9.75, 6.22.
+# Least-squares-ish upper fit through those points:
+BASE_BYTES = {"float32": 0.85e9, "bfloat16": 0.90e9}
+PER_PIXEL_BYTES = {"float32": 3250.0, "bfloat16": 2000.0}
 #: Headroom on top of the fit: allocator fragmentation and the neighbours' differences.
 SAFETY = 1.25
 
