@@ -36,9 +36,13 @@ from pipeline.transformations import (
     TriageFn,
     WriteDeadLetters,
     WriteReport,
+    blend_entry,
+    blend_targets,
 )
 from transforms.cartoon import params_for
 from transforms.nst.extractors import ensure_weights_available
+from transforms.nst.controls import parse_style_blend
+from transforms.nst.optimize import check_settings
 
 LOG = logging.getLogger(__name__)
 
@@ -80,6 +84,13 @@ def plan_run(argv: list[str]) -> RunPlan:
     if needs_style and not toon.style:
         raise UsageError(f"--method {toon.method} needs --style")
     _check_limits(toon)
+    if needs_style:
+        try:
+            check_settings(nst_settings(toon))
+            if toon.style_blend:
+                parse_style_blend(toon.style_blend)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     schemes = allowed_schemes(toon)
     uris = {"--content": toon.content, "--output": toon.output}
     if toon.incremental:
@@ -158,6 +169,13 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
         styles = style_entries | "StyleTargets" >> beam.ParDo(
             StyleTargetsFn(extractor, toon.extractor, toon.weights, settings, toon.max_input_pixels, policy)
         )
+        if toon.style_blend:
+            # the units are content x the blend: one style entry and one set of targets stand for it
+            blend = parse_style_blend(toon.style_blend)
+            style_entries = (
+                style_entries | "BlendEntries" >> beam.combiners.ToList() | "BlendEntry" >> beam.Map(blend_entry, blend)
+            )
+            styles = styles | "BlendTargets" >> beam.combiners.ToList() | "Blend" >> beam.Map(blend_targets, blend)
         triaged = contents | "TriagePairs" >> beam.ParDo(
             PairTriageFn(plan.run_id, toon.output, toon.extractor, toon.weights, settings, toon.skip_existing),
             styles=beam.pvalue.AsList(style_entries),
@@ -165,7 +183,7 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
         stylized = triaged.todo | "Stylize" >> beam.ParDo(
             StylizeFn(
                 plan.run_id, toon.output, extractor, toon.extractor, toon.weights, settings,
-                toon.max_input_pixels, NST_BATCH_SIZE, policy,
+                toon.max_input_pixels, NST_BATCH_SIZE, policy, style_blend=toon.style_blend,
             ),
             styles=beam.pvalue.AsList(styles),
             **earlier,

@@ -15,7 +15,8 @@ ERROR_TYPES: dict[str, str] = {
     "unsupported_scheme": "the URI's scheme is not in --allowed-schemes",
     "not_found": "the input does not exist (also HTTP 404)",
     "not_a_file": "the URI names a folder, not a file",
-    "too_large": "more pixels than --max-input-pixels (read from the header) or bytes than --max-input-bytes",
+    "too_large": "more pixels than --max-input-pixels (read from the header) or bytes than --max-input-bytes, "
+    "or an NST output that would need more memory than --max-memory-gb",
     "too_small": "too small for NST's feature extractor after resizing to --max-dim",
     "decode_error": "not a decodable image: empty, truncated, text, an unsupported format",
     "http_error": "an HTTP error status (5xx and 429 after --http-retries retries)",

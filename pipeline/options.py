@@ -45,6 +45,17 @@ NST_HELP = {
     "optimizer": "adam (the seed's) | lbfgs (reaches the seed's loss in far fewer steps)",
     "scales": "coarse-to-fine plan SCALE:FRACTION,..., e.g. 0.5:0.8,1:0.2 (the last scale must be 1)",
     "jit_compile": "XLA: on | off | auto (on only with a GPU; slower than oneDNN on a CPU)",
+    "style_strength": "how strongly to stylise: multiplies the style and total-variation weights against the "
+    "content weight; 0 returns the photo unchanged",
+    "preserve_colors": "keep the photo's colours: the stylised lightness (CIELAB L*) with the photo's a*/b*",
+    "init": "starting image: content (the seed's), noise (seeded uniform noise) or blend (half photo, half noise)",
+    "seed": "seeds every random choice together with each pair's content and style ids",
+    "output_size": "max_dim (the optimised size), original (the photo's size, up to --max-output-dim) or a long "
+    "side in pixels; above --max-dim a coarse-to-fine pyramid refines the result",
+    "max_output_dim": "cap on the output's long side for --output-size original or N",
+    "refine_steps": "steps at the first pyramid level above --max-dim, halved at each further level",
+    "max_memory_gb": "refuse outputs estimated to need more memory than this (error row too_large); "
+    "0 = 80%% of RAM or the cgroup limit",
 }
 
 
@@ -61,13 +72,11 @@ def _add_dataclass_flags(group, cls, prefix: str, helps: dict[str, str], keep_de
     for field in dataclasses.fields(cls):
         default = field.default if keep_defaults else None
         dest = f"{prefix}{field.name}"
-        group.add_argument(
-            *_spellings(dest),
-            dest=dest,
-            type=hints[field.name],
-            default=default,
-            help=f"{helps.get(field.name, field.name)} (default: {field.default})",
-        )
+        help_text = f"{helps.get(field.name, field.name)} (default: {field.default})"
+        if hints[field.name] is bool:  # a switch: argparse's type=bool would read "False" as True
+            group.add_argument(*_spellings(dest), dest=dest, action="store_true", default=default, help=help_text)
+            continue
+        group.add_argument(*_spellings(dest), dest=dest, type=hints[field.name], default=default, help=help_text)
 
 
 class ToonbeamOptions(PipelineOptions):
@@ -161,6 +170,12 @@ class ToonbeamOptions(PipelineOptions):
             choices=("tensorflow", "jax", "torch"),
             help="Keras backend (sets KERAS_BACKEND before Keras is imported; default: KERAS_BACKEND or tensorflow). "
             "Remote workers take KERAS_BACKEND from their container's environment",
+        )
+        nst.add_argument(
+            *_spellings("style_blend"),
+            dest="style_blend",
+            help='optimise towards a blend of styles from --style, e.g. "pop_art:0.7,wave_bands:0.3" (weights '
+            "are normalised; the targets are the weighted mean of the styles' Gram matrices): one unit per content",
         )
         nst.add_argument("--extractor", choices=sorted(EXTRACTORS), default="vgg19", help="default: vgg19")
         nst.add_argument(

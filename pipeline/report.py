@@ -42,6 +42,13 @@ REPORT_SCHEMA = pa.schema(
         ("content_sha256", pa.string()),  # SHA-256 (hex) of the content image's bytes as read
         ("style_sha256", pa.string()),  # the same of the style image (nst only)
         ("params_hash", pa.string()),  # pipeline.outputs.params_hash: method + every pixel-changing setting
+        # NST style controls (null for classical); all of them are also in params_hash
+        ("seed", pa.int64()),
+        ("init", pa.string()),
+        ("style_strength", pa.float64()),
+        ("preserve_colors", pa.bool_()),
+        ("output_size", pa.string()),
+        ("style_blend", pa.string()),  # "a:0.7,b:0.3" when the style is a blend (--style-blend)
     ]
 )
 

@@ -33,6 +33,7 @@ from pipeline.manifests import ManifestEntry, read_manifest
 from pipeline.report import REPORT_SCHEMA, earliest, previous_report_files, read_previous_rows, report_row, unit_key
 from transforms import images
 from transforms.cartoon import CartoonParams, cartoonize
+from transforms.nst import controls
 from transforms.nst.buckets import from_bucket, to_bucket
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import (
@@ -42,6 +43,7 @@ from transforms.nst.optimize import (
     resolve_precision,
     style_targets,
     stylize,
+    stylize_high_res,
 )
 
 NAMESPACE = "toonbeam"
@@ -127,7 +129,8 @@ def pixel_settings(settings: NSTSettings) -> NSTSettings:
     """The settings with their "auto" values resolved as `stylize` resolves them on this worker:
     bfloat16 or float32, XLA or not, give different pixels."""
     jit = "on" if resolve_jit_compile(settings) else "off"
-    return dataclasses.replace(settings, precision=resolve_precision(settings), jit_compile=jit)
+    # max_memory_gb only decides whether a pair is refused, never its pixels
+    return dataclasses.replace(settings, precision=resolve_precision(settings), jit_compile=jit, max_memory_gb=0.0)
 
 
 def nst_params_hash(extractor: str, weights: str, settings: NSTSettings) -> str:
@@ -360,6 +363,36 @@ class StyleTargets(typing.NamedTuple):
     sha256: str | None = None  # of the style image's bytes as read (the report's style_sha256)
 
 
+def blend_id(blend: list[tuple[str, float]]) -> str:
+    """The id of a style blend, as written in the report: "a:0.7+b:0.3"."""
+    return "+".join(f"{name}:{weight:g}" for name, weight in blend)
+
+
+def blend_entry(entries: list[ManifestEntry], blend: list[tuple[str, float]]) -> ManifestEntry:
+    """One style entry standing for the blend of the named style entries (an error entry when one of
+    them is not in the style manifest)."""
+    by_id = {entry.id: entry for entry in entries}
+    missing = [name for name, _ in blend if name not in by_id]
+    uri = " + ".join(by_id[name].uri for name, _ in blend if name in by_id)
+    error = f"--style-blend names styles that are not in --style: {', '.join(missing)}" if missing else None
+    return ManifestEntry(id=blend_id(blend), uri=uri, error=error)
+
+
+def blend_targets(targets: list[StyleTargets], blend: list[tuple[str, float]]) -> StyleTargets:
+    """The blend's targets: the weighted mean of its styles' grams (`controls.blend_grams`)."""
+    by_id = {target.entry.id: target for target in targets}
+    entry = blend_entry([target.entry for target in targets], blend)
+    if entry.error:
+        return StyleTargets(entry, None, ("bad_manifest_row", entry.error))
+    parts = [by_id[name] for name, _ in blend]
+    failed = next((part for part in parts if part.error), None)
+    if failed is not None:
+        return StyleTargets(entry, None, (failed.error[0], f"style {failed.entry.id} of the blend: {failed.error[1]}"))
+    grams = controls.blend_grams([part.grams for part in parts], [weight for _, weight in blend])
+    digest = sha256_hex("|".join(f"{part.sha256}:{weight!r}" for part, (_, weight) in zip(parts, blend)).encode())
+    return StyleTargets(entry, grams, None, digest)
+
+
 class StyleTargetsFn(_WithSharedExtractor):
     """Gram matrices of each style image, computed once per style (not once per pair)."""
 
@@ -391,6 +424,8 @@ def _nst_base(run_id: str, entry: ManifestEntry, extractor: str, settings: NSTSe
     return dict(
         run_id=run_id, content_id=entry.id, content_uri=entry.uri, method="nst", worker=WORKER,
         extractor=extractor, backend=keras.backend.backend(), device=device_name(), steps=settings.steps,
+        seed=settings.seed, init=settings.init, style_strength=settings.style_strength,
+        preserve_colors=settings.preserve_colors, output_size=settings.output_size,
     )
 
 
@@ -447,8 +482,12 @@ class StylizeFn(_WithSharedExtractor):
     that the report's seconds add up to the work done.
     """
 
-    def __init__(self, run_id, output, handle, extractor, weights, settings, max_input_pixels, batch_size, read_policy=None):
+    def __init__(
+        self, run_id, output, handle, extractor, weights, settings, max_input_pixels, batch_size, read_policy=None,
+        style_blend: str | None = None,
+    ):
         super().__init__(handle, extractor, weights, settings)
+        self._style_blend = style_blend
         self._run_id = run_id
         self._output = output
         self._max_input_pixels = max_input_pixels
@@ -464,7 +503,7 @@ class StylizeFn(_WithSharedExtractor):
         else:
             entry = element
         styles = sorted(styles, key=lambda s: (s.entry.id, s.entry.uri))
-        base = _nst_base(self._run_id, entry, self._extractor_name, self._settings)
+        base = dict(_nst_base(self._run_id, entry, self._extractor_name, self._settings), style_blend=self._style_blend)
 
         watch = Stopwatch()
         try:
@@ -489,12 +528,10 @@ class StylizeFn(_WithSharedExtractor):
         styles = pending
         try:
             with watch.phase("decode"):
-                content = self._decode_resized(data, self._max_input_pixels)
-                # Optimised at a bucketed size (multiples of 32) so a catalog compiles few shapes;
-                # each result is resized back to `content`'s size before it is written.
-                bucketed = to_bucket(content)
+                content = self._decode_content(data)
             with watch.phase("targets"):
-                targets = content_targets(self._extractor, bucketed)
+                # the high-resolution pyramid takes its content targets level by level itself
+                targets = None if self._high_res else content_targets(self._extractor, to_bucket(content))
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
                 yield from _failed(
@@ -515,15 +552,38 @@ class StylizeFn(_WithSharedExtractor):
         shared_seconds = (watch.seconds["decode"], watch.seconds["targets"])
         for start in range(0, len(ready), self._batch_size):
             batch = ready[start : start + self._batch_size]
-            yield from self._stylize_batch(entry, bucketed, content.shape, targets, batch, base, shared_seconds, len(ready))
+            yield from self._stylize_batch(entry, content, targets, batch, base, shared_seconds, len(ready))
 
-    def _stylize_batch(self, entry, content, shape, targets, batch, base, shared_seconds, pairs_of_content):
+    @property
+    def _high_res(self) -> bool:
+        return self._settings.output_size != "max_dim"
+
+    def _decode_content(self, data: bytes) -> np.ndarray:
+        """The content in [0,1]: resized to --max-dim, or at its own size for the high-res pyramid."""
+        if not self._high_res:
+            return self._decode_resized(data, self._max_input_pixels)
+        original = images.to_float01(images.decode_image(data, self._max_input_pixels))
+        resized = images.resize_to_max_dim(original, self._settings.max_dim)
+        images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {self._settings.max_dim}")
+        return original
+
+    def _optimise(self, content, targets, batch, pair_ids) -> tuple[list, list]:
+        """(images, losses) of one batch. At --max-dim the content is optimised at its bucket (multiples
+        of 32, so a catalog compiles few shapes) and each result resized back to the content's size."""
+        grams = [s.grams for s in batch]
+        if self._high_res:
+            result = stylize_high_res(self._extractor, content, grams, self._settings, pair_ids=pair_ids)
+            return list(result.images), result.losses
+        result = stylize(self._extractor, to_bucket(content), targets, grams, self._settings, pair_ids=pair_ids)
+        return [from_bucket(image, content.shape) for image in result.images], result.losses
+
+    def _stylize_batch(self, entry, content, targets, batch, base, shared_seconds, pairs_of_content):
         watch = Stopwatch()
         decode_share = shared_seconds[0] / pairs_of_content
         targets_share = shared_seconds[1] / pairs_of_content
         try:
             with watch.phase("compute"):
-                result = stylize(self._extractor, content, targets, [s.grams for s in batch], self._settings)
+                results, losses_batch = self._optimise(content, targets, batch, [(entry.id, s.entry.id) for s in batch])
         except Exception as exc:  # noqa: BLE001
             for style in batch:
                 yield from _failed(
@@ -532,8 +592,7 @@ class StylizeFn(_WithSharedExtractor):
                 )
             return
         compute_share = watch.seconds["compute"] / len(batch) + targets_share
-        for style, image, losses in zip(batch, result.images, result.losses):
-            image = from_bucket(image, shape)
+        for style, image, losses in zip(batch, results, losses_batch):
             pair = f"{_subject(entry)} x {_subject(style.entry)}"
             row = dict(
                 _pair_base(base, style.entry, style.sha256), height=image.shape[0], width=image.shape[1],
