@@ -218,9 +218,7 @@ class ReadPreviousReports(beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "Spec" >> beam.Create([self._spec])
-            | "List" >> beam.FlatMap(previous_report_files)
-            | "Spread" >> beam.Reshuffle()
+            | "Files" >> ListAndSpread(self._spec, previous_report_files)
             | "Read" >> beam.FlatMap(read_previous_rows)
             | "ByUnit" >> beam.Map(lambda row: (unit_key(row), row))
             | "OnePerUnit" >> beam.CombinePerKey(earliest)
@@ -228,20 +226,28 @@ class ReadPreviousReports(beam.PTransform):
         )
 
 
-class ReadManifest(beam.PTransform):
-    """Entries of one `--content` / `--style` argument, spread over workers."""
+class ListAndSpread(beam.PTransform):
+    """What `lister(spec)` yields, listed by one worker, then spread over all of them."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, lister):
         super().__init__()
         self._spec = spec
+        self._lister = lister
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Spec" >> beam.Create([self._spec])
-            | "List" >> beam.FlatMap(read_manifest)
+            | "List" >> beam.FlatMap(self._lister)
             | "Spread" >> beam.Reshuffle()
         )
+
+
+class ReadManifest(ListAndSpread):
+    """Entries of one `--content` / `--style` argument, spread over workers."""
+
+    def __init__(self, spec: str):
+        super().__init__(spec, read_manifest)
 
 
 def _classical_base(run_id: str, preset: str, entry: ManifestEntry) -> dict:
