@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import subprocess
 import sys
 import time
 
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command",
         choices=sorted(COMMANDS),
-        help="run: cartoonize content images (`toonbeam run --help`); report: summarize a finished run",
+        help="run: cartoonize content images (`toonbeam run --help`); report: summarize a finished run; "
+        "bench: the NST benchmark (`toonbeam bench --help`)",
     )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
@@ -150,4 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     return COMMANDS[command](rest)
 
 
-COMMANDS = {"run": run_command, "report": report_command}
+def bench_command(argv: list[str]) -> int:
+    """`toonbeam bench [flags]` runs bench/nst_bench.py (the NST benchmark of `make bench`) from a
+    source checkout; its flags pass through (`toonbeam bench --help`)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "nst_bench.py")
+    if not os.path.exists(script):
+        print("toonbeam: error: the benchmarks are in a source checkout (bench/nst_bench.py); run it there", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, script, *argv])
+
+
+COMMANDS = {"run": run_command, "report": report_command, "bench": bench_command}

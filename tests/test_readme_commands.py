@@ -25,6 +25,8 @@ def test_quick_preset_then_report_then_help(tmp_path):
     report = _run("report", str(out))
     assert report.returncode == 0 and "Units by status" in report.stdout and "index.html" in report.stdout
     assert _run("run", "--help").returncode == 0
+    bench = _run("bench", "--help")
+    assert bench.returncode == 0 and "--quick" in bench.stdout
 
 
 def test_the_toonbeam_console_script_is_installed():
