@@ -25,6 +25,7 @@ from pipeline.options import (
     unfilled_placeholders,
 )
 from pipeline.transformations import (
+    CURVES,
     DEAD_LETTERS,
     ROWS,
     CartoonizeFn,
@@ -35,6 +36,7 @@ from pipeline.transformations import (
     StylizeFn,
     TriageFn,
     WriteDeadLetters,
+    WriteLossCurves,
     WriteReport,
     blend_entry,
     blend_targets,
@@ -187,7 +189,8 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
             ),
             styles=beam.pvalue.AsList(styles),
             **earlier,
-        ).with_outputs(DEAD_LETTERS, main="rows")
+        ).with_outputs(DEAD_LETTERS, CURVES, main="rows")
+        _ = stylized[CURVES] | "WriteLossCurves" >> WriteLossCurves(toon.output)
         rows += [triaged[ROWS], stylized.rows]
         dead_letters += [triaged[DEAD_LETTERS], stylized[DEAD_LETTERS]]
     report = rows | "AllRows" >> beam.Flatten()
@@ -199,7 +202,7 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
 def clear_previous_report(output: str) -> None:
     """The report and the dead letters describe this run: remove those of an earlier run into the same
     folder (images stay: --skip-existing reuses them)."""
-    for folder in ("report", "errors"):
+    for folder in ("report", "errors", "curves"):
         fs, path = fsspec.core.url_to_fs(storage.join_uri(output, folder))
         if fs.exists(path):
             fs.rm(path, recursive=True)

@@ -54,6 +54,8 @@ NST_HELP = {
     "side in pixels; above --max-dim a coarse-to-fine pyramid refines the result",
     "max_output_dim": "cap on the output's long side for --output-size original or N",
     "refine_steps": "steps at the first pyramid level above --max-dim, halved at each further level",
+    "loss_every": "record the total loss every this many steps (OUTPUT/curves/, the contact sheet's plot, "
+    "the --debug log); 0 = none",
     "max_memory_gb": "refuse outputs estimated to need more memory than this (error row too_large); "
     "0 = 80%% of RAM or the cgroup limit",
 }

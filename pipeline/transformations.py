@@ -14,6 +14,7 @@ that names the earlier image, with no decode and no compute.
 from __future__ import annotations
 
 import contextlib
+import json
 import dataclasses
 import hashlib
 import os
@@ -52,6 +53,8 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 DEAD_LETTERS = "dead_letters"
 #: Tagged output of the triage steps: the report rows of units they settled (errors, skipped).
 ROWS = "rows"
+#: Tagged output of StylizeFn: loss curves, {content_id, style_id, step_every, losses} (OUTPUT/curves/).
+CURVES = "curves"
 #: Both extractors read features at stride 16 (VGG19's block5 after four poolings), so NST needs images
 #: at least this many pixels on the short side after resizing to --max-dim.
 NST_MIN_SIDE = 16
@@ -130,7 +133,9 @@ def pixel_settings(settings: NSTSettings) -> NSTSettings:
     bfloat16 or float32, XLA or not, give different pixels."""
     jit = "on" if resolve_jit_compile(settings) else "off"
     # max_memory_gb only decides whether a pair is refused, never its pixels
-    return dataclasses.replace(settings, precision=resolve_precision(settings), jit_compile=jit, max_memory_gb=0.0)
+    return dataclasses.replace(
+        settings, precision=resolve_precision(settings), jit_compile=jit, max_memory_gb=0.0, loss_every=0
+    )
 
 
 def nst_params_hash(extractor: str, weights: str, settings: NSTSettings) -> str:
@@ -573,15 +578,15 @@ class StylizeFn(_WithSharedExtractor):
         images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {self._settings.max_dim}")
         return original
 
-    def _optimise(self, content, targets, batch, pair_ids) -> tuple[list, list]:
-        """(images, losses) of one batch. At --max-dim the content is optimised at its bucket (multiples
+    def _optimise(self, content, targets, batch, pair_ids) -> tuple[list, list, list | None]:
+        """(images, losses, loss curves or None) of one batch. At --max-dim the content is optimised at its bucket (multiples
         of 32, so a catalog compiles few shapes) and each result resized back to the content's size."""
         grams = [s.grams for s in batch]
         if self._high_res:
             result = stylize_high_res(self._extractor, content, grams, self._settings, pair_ids=pair_ids)
-            return list(result.images), result.losses
+            return list(result.images), result.losses, result.curves
         result = stylize(self._extractor, to_bucket(content), targets, grams, self._settings, pair_ids=pair_ids)
-        return [from_bucket(image, content.shape) for image in result.images], result.losses
+        return [from_bucket(image, content.shape) for image in result.images], result.losses, result.curves
 
     def _stylize_batch(self, entry, content, targets, batch, base, shared_seconds, pairs_of_content):
         watch = Stopwatch()
@@ -589,7 +594,7 @@ class StylizeFn(_WithSharedExtractor):
         targets_share = shared_seconds[1] / pairs_of_content
         try:
             with watch.phase("compute"):
-                results, losses_batch = self._optimise(content, targets, batch, [(entry.id, s.entry.id) for s in batch])
+                results, losses_batch, curves = self._optimise(content, targets, batch, [(entry.id, s.entry.id) for s in batch])
         except Exception as exc:  # noqa: BLE001
             for style in batch:
                 yield from _failed(
@@ -598,6 +603,9 @@ class StylizeFn(_WithSharedExtractor):
                 )
             return
         compute_share = watch.seconds["compute"] / len(batch) + targets_share
+        for style, curve in zip(batch, curves or []):
+            record = dict(content_id=entry.id, style_id=style.entry.id, step_every=self._settings.loss_every, losses=curve)
+            yield beam.pvalue.TaggedOutput(CURVES, record)
         for style, image, losses in zip(batch, results, losses_batch):
             pair = f"{_subject(entry)} x {_subject(style.entry)}"
             row = dict(
@@ -639,6 +647,21 @@ class WriteReport(beam.PTransform):
             storage.join_uri(self._output, "report", "part"),
             schema=REPORT_SCHEMA,
             file_name_suffix=".parquet",
+        )
+
+
+class WriteLossCurves(beam.PTransform):
+    """NST loss curves as JSON lines under OUTPUT/curves/ (the contact sheet plots them)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._output = output
+
+    def expand(self, records):
+        return (
+            records
+            | "Json" >> beam.Map(lambda record: json.dumps(record, allow_nan=True))
+            | "Text" >> beam.io.WriteToText(storage.join_uri(self._output, "curves", "curves"), file_name_suffix=".jsonl")
         )
 
 

@@ -72,3 +72,15 @@ def test_rejects_a_batch_instead_of_one_image(extractor, targets):
     content, grams = targets
     with pytest.raises(ValueError, match=r"one \[H,W,3\] image"):
         stylize(extractor, CONTENT[None], content, grams, FEW_STEPS)
+
+
+def test_loss_curve_chunks_give_the_pixels_of_an_unbroken_run(extractor):
+    content = content_targets(extractor, CONTENT)
+    grams = [style_targets(extractor, STYLES[0])]
+    plain = stylize(extractor, CONTENT, content, grams, NSTSettings(steps=7, precision="float32", loss_every=0))
+    chunked = stylize(extractor, CONTENT, content, grams, NSTSettings(steps=7, precision="float32", loss_every=3))
+    np.testing.assert_allclose(chunked.images, plain.images, atol=1e-6)
+    assert plain.curves is None
+    (curve,) = chunked.curves  # steps 0, 3, 6 and 7 (the end)
+    assert len(curve) == 4 and curve[-1] == pytest.approx(chunked.losses[0]["total"], rel=1e-5)
+    assert curve[0] > curve[-1]

@@ -1,5 +1,6 @@
 """The NST style controls through the pipeline: flags, report columns, error rows."""
 import hashlib
+import json
 import pathlib
 
 import pyarrow.parquet as pq
@@ -71,3 +72,12 @@ def test_bad_control_values_stop_the_run_before_any_work(tmp_path):
         except app.UsageError:
             continue
         raise AssertionError(f"{flags} was accepted")
+
+
+def test_loss_curves_are_written_for_every_pair(tmp_path):
+    out = tmp_path / "o"
+    rows = _rows(_catalog(tmp_path) + NST + ["--loss-every", "1", "--output", str(out)])
+    records = [json.loads(line) for path in sorted((out / "curves").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    assert sorted((r["content_id"], r["style_id"]) for r in records) == [(r["content_id"], r["style_id"]) for r in rows]
+    for record in records:
+        assert record["step_every"] == 1 and len(record["losses"]) == 3  # steps 0, 1 and 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import numpy as np
 from keras import ops
@@ -23,6 +24,8 @@ from transforms.nst import backends, controls
 from transforms.nst.extractors import FeatureExtractor
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, total_variation
 
+
+LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class NSTSettings:
@@ -51,15 +54,21 @@ class NSTSettings:
     max_output_dim: int = 2048  # cap on the output's long side for output_size original / N
     refine_steps: int = 100  # steps at the first pyramid level above max_dim, halved per level
     max_memory_gb: float = 0.0  # refuse (too_large) outputs estimated above this; 0 = 80% of RAM
+    # Observability: the total loss every `loss_every` Adam steps (0 = none), for the report's
+    # loss curves and the debug log. The steps run in chunks of that many with the optimiser state
+    # carried over, so the pixels are those of an unbroken run.
+    loss_every: int = 25
 
 
 @dataclasses.dataclass
 class NSTResult:
     """images: [B,H,W,3] float32 in [0,1]; losses: per image, the final images' weighted
-    "content", "style", "tv" terms and their sum "total" (NaN stays NaN)."""
+    "content", "style", "tv" terms and their sum "total" (NaN stays NaN); curves: per image, the
+    float32 total loss at step 0, loss_every, 2 x loss_every, ... (with `loss_every` and Adam)."""
 
     images: np.ndarray
     losses: list[dict]
+    curves: list[list[float]] | None = None
 
 
 def adam_update(x, m, v, step, grad, settings: NSTSettings):
@@ -131,8 +140,9 @@ def loss_terms(split, settings: NSTSettings, features, images, content_targets, 
     return {"total": style + content + tv, "content": content, "style": style, "tv": tv}
 
 
-def _run_steps(split, settings, features, images, steps, content_targets, target_grams):
-    """`steps` Adam steps from `images` with fresh optimiser state, as one on-device loop."""
+def _run_steps(split, settings, features, images, steps, content_targets, target_grams, m, v, done):
+    """`steps` Adam steps from `images` and the optimiser state (m, v) after `done` earlier steps,
+    as one on-device loop; returns (images, m, v)."""
     loss_fn = functools.partial(
         loss_terms, split, settings, features, content_targets=content_targets, target_grams=target_grams
     )
@@ -140,12 +150,11 @@ def _run_steps(split, settings, features, images, steps, content_targets, target
     def step(i, state):
         x, m, v = state
         _, grad = backends.loss_and_grad(loss_fn, x)
-        x, m, v = adam_update(x, m, v, i + 1, grad, settings)
+        x, m, v = adam_update(x, m, v, i + done + 1, grad, settings)
         return ops.clip(x, 0.0, 1.0), m, v
 
-    zeros = ops.zeros_like(images)
     step = backends.compile_step(step, resolve_jit_compile(settings))
-    return ops.fori_loop(0, steps, step, (images, zeros, zeros))[0]
+    return ops.fori_loop(0, steps, step, (images, m, v))
 
 
 def _per_image(values):
@@ -217,7 +226,7 @@ def _run_lbfgs(split, settings, features, images, steps, content_targets, target
 
 #: Settings that the compiled loss and step never read (handled around them): left out of the cache key.
 _NOT_COMPILED = dict(preserve_colors=False, init="content", seed=0, output_size="max_dim", max_output_dim=2048,
-                     refine_steps=0, max_memory_gb=0.0)
+                     refine_steps=0, max_memory_gb=0.0, loss_every=0)
 
 
 def _compiled(extractor: FeatureExtractor, settings: NSTSettings, fn, precision: str = "float32"):
@@ -307,11 +316,10 @@ def _keeps_content(settings: NSTSettings) -> bool:
     return settings.style_strength == 0 and settings.init == "content"
 
 
-def _optimise(extractor, content, content_targets, grams, settings: NSTSettings, start=None):
+def _optimise(extractor, content, content_targets, grams, settings: NSTSettings, start=None, curves=None):
     """The `scales` loop of `stylize`: content [1,H,W,3], grams stacked [B,C,C] per layer, start
-    [B,H,W,3] or None (B copies of the content). Returns the optimised [B,H,W,3] tensor."""
-    precision = resolve_precision(settings)
-    run = _compiled(extractor, settings, _run_lbfgs if settings.optimizer == "lbfgs" else _run_steps, precision)
+    [B,H,W,3] or None (B copies of the content). Returns the optimised [B,H,W,3] tensor (and fills
+    `curves`, see `_run`)."""
     height, width = content.shape[1:3]
     batch = ops.shape(grams[0])[0]
     if _keeps_content(settings) and start is None:
@@ -336,8 +344,39 @@ def _optimise(extractor, content, content_targets, grams, settings: NSTSettings,
         elif tuple(ops.shape(images)[1:3]) != size:
             images = ops.clip(ops.image.resize(images, size, interpolation="bilinear"), 0.0, 1.0)
         if steps > 0:
-            images = run(images, ops.convert_to_tensor(steps, dtype="int32"), targets, grams)
+            images = _run(extractor, settings, images, steps, targets, grams, curves)
     return images
+
+
+def _run(extractor, settings: NSTSettings, images, steps: int, targets, grams, curves=None):
+    """`steps` steps of the chosen optimiser from `images`. With Adam and `loss_every`, in chunks of
+    that many steps (optimiser state carried over), appending each image's float32 total loss to
+    `curves` (a list per image) before the first chunk and after each, and logging it at DEBUG."""
+    precision = resolve_precision(settings)
+    if settings.optimizer == "lbfgs":
+        run = _compiled(extractor, settings, _run_lbfgs, precision)
+        return run(images, ops.convert_to_tensor(steps, dtype="int32"), targets, grams)
+    run = _compiled(extractor, settings, _run_steps, precision)
+    every = settings.loss_every if settings.loss_every > 0 and curves is not None else steps
+    m = v = ops.zeros_like(images)
+    done = 0
+    while done < steps:
+        if curves is not None and settings.loss_every > 0:
+            _record(extractor, settings, images, targets, grams, curves, done)
+        chunk = min(every, steps - done)
+        images, m, v = run(images, ops.convert_to_tensor(chunk, dtype="int32"), targets, grams, m, v,
+                           ops.convert_to_tensor(done, dtype="int32"))
+        done += chunk
+    if curves is not None and settings.loss_every > 0:
+        _record(extractor, settings, images, targets, grams, curves, done)
+    return images
+
+
+def _record(extractor, settings, images, targets, grams, curves, step):
+    totals = ops.convert_to_numpy(_compiled(extractor, settings, loss_terms)(images, targets, grams)["total"])
+    for curve, total in zip(curves, totals):
+        curve.append(float(total))
+    LOG.debug("NST step %d: total loss %s", step, " ".join(f"{t:.6g}" for t in totals))
 
 
 def stylize(
@@ -357,11 +396,13 @@ def stylize(
     check_settings(settings)
     content = _as_batch(content_image, 1)
     start = _start_images(content[0], settings, len(style_targets_batch), pair_ids)
-    images = _optimise(extractor, content, content_targets, _stacked_grams(style_targets_batch), settings, start)
+    curves = [[] for _ in style_targets_batch]
+    images = _optimise(extractor, content, content_targets, _stacked_grams(style_targets_batch), settings, start, curves)
     final = ops.convert_to_numpy(images).astype(np.float32)
     if settings.preserve_colors:
         final = np.stack([controls.preserve_colors(image, content[0]) for image in final])
-    return NSTResult(final, evaluate_losses(extractor, final, content_targets, style_targets_batch, settings))
+    losses = evaluate_losses(extractor, final, content_targets, style_targets_batch, settings)
+    return NSTResult(final, losses, curves if any(curves) else None)
 
 
 def stylize_high_res(extractor, original, style_targets_batch, settings=NSTSettings(), pair_ids=None) -> NSTResult:
@@ -398,15 +439,13 @@ def _high_res_chunk(extractor, original, shapes, style_targets_batch, settings, 
     grams = _stacked_grams(style_targets_batch)
     start = _start_images(base, settings, len(style_targets_batch), pair_ids)
     images = _optimise(extractor, base[None], content_targets(extractor, base), grams, settings, start)
-    run = _compiled(extractor, settings, _run_lbfgs if settings.optimizer == "lbfgs" else _run_steps,
-                    resolve_precision(settings))
     for level, shape in enumerate(shapes[1:] if not _keeps_content(settings) else [], start=1):
         upsampled = np.stack([controls.resize01(image, shape) for image in ops.convert_to_numpy(images)])
         images = ops.convert_to_tensor(upsampled)
         steps = controls.refine_steps_at(level, settings)
         if steps > 0:
             targets = _tensors(content_targets(extractor, controls.resize01(original, shape)))
-            images = run(images, ops.convert_to_tensor(steps, dtype="int32"), targets, grams)
+            images = _run(extractor, settings, images, steps, targets, grams)
     out_shape = controls.output_shape(*original.shape[:2], settings)
     if _keeps_content(settings):
         images = np.repeat(original[None], len(style_targets_batch), axis=0)
