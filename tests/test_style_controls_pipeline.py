@@ -81,3 +81,11 @@ def test_loss_curves_are_written_for_every_pair(tmp_path):
     assert sorted((r["content_id"], r["style_id"]) for r in records) == [(r["content_id"], r["style_id"]) for r in rows]
     for record in records:
         assert record["step_every"] == 1 and len(record["losses"]) == 3  # steps 0, 1 and 2
+
+
+def test_a_pair_whose_loss_turns_nan_is_an_error_row_never_a_black_image(tmp_path):
+    out = tmp_path / "o"
+    rows = _rows(_catalog(tmp_path, contents=1, styles=1) + NST + ["--learning-rate", "nan", "--output", str(out)])
+    assert [(r["status"], r["error_type"]) for r in rows] == [("error", "non_finite_loss")]
+    assert "loss became nan" in rows[0]["error"] and rows[0]["output_uri"] is None
+    assert not (out / "images").exists()
