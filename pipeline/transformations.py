@@ -650,36 +650,35 @@ class WriteReport(beam.PTransform):
         )
 
 
-class WriteLossCurves(beam.PTransform):
-    """NST loss curves as JSON lines under OUTPUT/curves/ (the contact sheet plots them)."""
+class WriteJsonLines(beam.PTransform):
+    """Records as JSON lines in OUTPUT/<folder>/<folder>-*.jsonl (Beam's text sink: temp files, then
+    rename)."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, folder: str, to_json):
         super().__init__()
-        self._output = output
+        self._prefix = storage.join_uri(output, folder, folder)
+        self._to_json = to_json
 
     def expand(self, records):
         return (
             records
-            | "Json" >> beam.Map(lambda record: json.dumps(record, allow_nan=True))
-            | "Text" >> beam.io.WriteToText(storage.join_uri(self._output, "curves", "curves"), file_name_suffix=".jsonl")
+            | "Json" >> beam.Map(self._to_json)
+            | "Text" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
         )
 
 
-class WriteDeadLetters(beam.PTransform):
-    """Dead-letter records as JSON lines under OUTPUT/errors/ (one empty file when there are none).
+class WriteLossCurves(WriteJsonLines):
+    """NST loss curves under OUTPUT/curves/ (the contact sheet plots them)."""
+
+    def __init__(self, output: str):
+        super().__init__(output, "curves", json.dumps)
+
+
+class WriteDeadLetters(WriteJsonLines):
+    """Dead-letter records under OUTPUT/errors/ (one empty file when there are none).
 
     Each line has the failed unit's content `id` and `uri` (so the file is itself a JSONL manifest),
     `error_type`, `error`, and the original `manifest_row` (and `style_manifest_row` for NST)."""
 
     def __init__(self, output: str):
-        super().__init__()
-        self._output = output
-
-    def expand(self, records):
-        return (
-            records
-            | "Json" >> beam.Map(dead_letter_json)
-            | "Text" >> beam.io.WriteToText(
-                storage.join_uri(self._output, "errors", "errors"), file_name_suffix=".jsonl"
-            )
-        )
+        super().__init__(output, "errors", dead_letter_json)
