@@ -14,9 +14,10 @@ that names the earlier image, with no decode and no compute.
 from __future__ import annotations
 
 import contextlib
-import json
 import dataclasses
+import functools
 import hashlib
+import json
 import os
 import socket
 import time
@@ -60,8 +61,10 @@ CURVES = "curves"
 NST_MIN_SIDE = 16
 
 
+@functools.lru_cache(maxsize=None)
 def device_name() -> str:
-    """Where the Keras backend computes, for the report: "cpu" or the accelerator's name."""
+    """Where the Keras backend computes, for the report: "cpu" or the accelerator's name (asked once
+    per process: it does not change, and every NST element's row needs it)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -470,14 +473,13 @@ class PairTriageFn(beam.DoFn):
             yield entry
             return
         pending = []
+        base = _nst_base(self._run_id, entry, self._extractor_name, self._settings)
         for style in styles:
             if style.error is None:
                 output_uri = image_uri(self._output, "nst", entry.id, style.id)
                 recipe = nst_recipe(self._extractor_name, self._weights, self._settings, entry, style)
                 record = outputs.completed_output(output_uri, recipe)
                 if record is not None:
-                    base = dict(run_id=self._run_id, content_id=entry.id, content_uri=entry.uri, method="nst",
-                                worker=WORKER, extractor=self._extractor_name, steps=self._settings.steps)
                     yield _skipped(_pair_base(base, style), output_uri, record)
                     continue
             pending.append(style)
