@@ -7,7 +7,6 @@ import logging
 
 import apache_beam as beam
 import fsspec
-import keras
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.utils import shared
@@ -25,26 +24,22 @@ from pipeline.options import (
     unfilled_placeholders,
 )
 from pipeline.transformations import (
-    CURVES,
     DEAD_LETTERS,
     ROWS,
     CartoonizeFn,
-    PairTriageFn,
     ReadManifest,
     ReadPreviousReports,
-    StyleTargetsFn,
-    StylizeFn,
     TriageFn,
     WriteDeadLetters,
     WriteLossCurves,
     WriteReport,
-    blend_entry,
-    blend_targets,
 )
 from transforms.cartoon import params_for
-from transforms.nst.extractors import ensure_weights_available
 from transforms.nst.controls import parse_style_blend
-from transforms.nst.optimize import check_settings
+
+# Keras (and with it TensorFlow, JAX or PyTorch) is imported only where an NST run needs it: the
+# modules below are imported inside `plan_run` and `build_pipeline`, so a classical-only run and its
+# workers never load a deep-learning framework (about 0.8 GiB and 3 s per process).
 
 LOG = logging.getLogger(__name__)
 
@@ -77,16 +72,20 @@ def plan_run(argv: list[str]) -> RunPlan:
         raise UsageError(f"set the environment variables of these preset values: {' '.join(unfilled)}")
     if not toon.content:
         raise UsageError("--content is required (a folder, glob, image or manifest)")
-    if toon.backend and toon.backend != keras.backend.backend():
-        raise UsageError(
-            f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
-            f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
-        )
     needs_style = toon.method in ("nst", "both")
     if needs_style and not toon.style:
         raise UsageError(f"--method {toon.method} needs --style")
     _check_limits(toon)
     if needs_style:
+        import keras
+
+        from transforms.nst.optimize import check_settings
+
+        if toon.backend and toon.backend != keras.backend.backend():
+            raise UsageError(
+                f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
+                f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
+            )
         try:
             check_settings(nst_settings(toon))
             if toon.style_blend:
@@ -109,6 +108,8 @@ def plan_run(argv: list[str]) -> RunPlan:
     if not toon.dry_run_only:
         check_manifest(toon.content)
         if needs_style:
+            from transforms.nst.extractors import ensure_weights_available
+
             check_manifest(toon.style)
             try:
                 ensure_weights_available(toon.extractor, toon.weights)
@@ -165,6 +166,15 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
         rows += [triaged[ROWS], cartoons.rows]
         dead_letters += [triaged[DEAD_LETTERS], cartoons[DEAD_LETTERS]]
     if toon.method in ("nst", "both"):
+        from pipeline.nst_transformations import (
+            CURVES,
+            PairTriageFn,
+            StyleTargetsFn,
+            StylizeFn,
+            blend_entry,
+            blend_targets,
+        )
+
         settings = nst_settings(toon)
         extractor = shared.Shared()
         style_entries = p | "ReadStyle" >> ReadManifest(toon.style)
@@ -179,7 +189,10 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
             )
             styles = styles | "BlendTargets" >> beam.combiners.ToList() | "Blend" >> beam.Map(blend_targets, blend)
         triaged = contents | "TriagePairs" >> beam.ParDo(
-            PairTriageFn(plan.run_id, toon.output, toon.extractor, toon.weights, settings, toon.skip_existing),
+            PairTriageFn(
+                plan.run_id, toon.output, toon.extractor, toon.weights, settings, toon.skip_existing,
+                style_blend=toon.style_blend,
+            ),
             styles=beam.pvalue.AsList(style_entries),
         ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
         stylized = triaged.todo | "Stylize" >> beam.ParDo(

@@ -50,7 +50,7 @@ def run_command(argv: list[str]) -> int:
     from pipeline.manifests import ManifestError
     from pipeline.options import help_parser
     from pipeline.report import STATUSES, error_type_counts, read_report, status_counts
-    from transforms.nst.extractors import WeightsUnavailable
+    from transforms.nst.settings import WeightsUnavailable
 
     # Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
     usage_errors = (app.UsageError, ManifestError, WeightsUnavailable, FileNotFoundError)

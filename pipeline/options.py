@@ -13,8 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import storage
 from transforms.cartoon import PRESETS, CartoonParams
-from transforms.nst.extractors import EXTRACTORS
-from transforms.nst.optimize import NSTSettings
+from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
 
 METHODS = ("classical", "nst", "both")
 
@@ -179,7 +178,7 @@ class ToonbeamOptions(PipelineOptions):
             help='optimise towards a blend of styles from --style, e.g. "pop_art:0.7,wave_bands:0.3" (weights '
             "are normalised; the targets are the weighted mean of the styles' Gram matrices): one unit per content",
         )
-        nst.add_argument("--extractor", choices=sorted(EXTRACTORS), default="vgg19", help="default: vgg19")
+        nst.add_argument("--extractor", choices=EXTRACTOR_NAMES, default="vgg19", help="default: vgg19")
         nst.add_argument(
             "--weights",
             default="imagenet",

@@ -84,3 +84,9 @@ def test_load_weights_through_fsspec_uri(tmp_path):
     images = np.random.default_rng(1).random((1, 32, 32, 3), dtype=np.float32)
     for a, b in zip(expected.model(images), loaded.model(images)):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6)
+
+
+def test_keras_free_extractor_names_match_the_extractors():
+    from transforms.nst.settings import EXTRACTOR_NAMES
+
+    assert EXTRACTOR_NAMES == tuple(sorted(extractors.EXTRACTORS))

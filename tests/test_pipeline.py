@@ -103,6 +103,22 @@ def test_cli_classical_on_a_folder_of_four_photos(tmp_path):
         assert np.array_equal(written, expected), row["content_id"]
 
 
+def test_classical_run_never_imports_a_deep_learning_framework(tmp_path):
+    # The DirectRunner runs the steps in this process, so its modules are the workers' modules too.
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"assert main(['run', '--content', {str(SAMPLES / 'content')!r}, '--output', {str(out)!r},"
+        " '--method', 'classical']) == 0\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert pq.read_table(str(out / "report")).num_rows == 4
+
+
 def test_rerun_into_the_same_folder_replaces_the_report(tmp_path):
     for _ in range(2):
         assert _cli("run", "--content", str(SAMPLES / "content" / "coffee.png"), "--output", str(tmp_path)).returncode == 0

@@ -37,6 +37,9 @@ def test_a_style_blend_is_one_unit_per_content_and_is_recorded(tmp_path):
         ("c0", "s0:0.7+s1:0.3", "ok"), ("c1", "s0:0.7+s1:0.3", "ok")
     ]
     assert {r["style_blend"] for r in rows} == {"s0:0.7,s1:0.3"}
+    again = _rows(_catalog(tmp_path) + NST + ["--style-blend", "s0:0.7,s1:0.3", "--output", str(tmp_path / "o"),
+                                              "--skip-existing"])
+    assert {(r["status"], r["style_blend"]) for r in again} == {("skipped", "s0:0.7,s1:0.3")}
     missing = _rows(_catalog(tmp_path) + NST + ["--style-blend", "s0:0.5,nope:0.5", "--output", str(tmp_path / "m")])
     assert {(r["status"], r["error_type"]) for r in missing} == {("error", "bad_manifest_row")}
     assert "nope" in missing[0]["error"]

@@ -17,12 +17,10 @@ import fsspec
 import keras
 from keras import ops
 
+from transforms.nst.settings import WeightsUnavailable
+
 # ImageNet channel means in BGR order, as `keras.applications.vgg19.preprocess_input` uses them.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-
-
-class WeightsUnavailable(RuntimeError):
-    """The extractor's weights file cannot be found or fetched."""
 
 
 def vgg19_preprocess(images):
