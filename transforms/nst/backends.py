@@ -95,9 +95,11 @@ def compile_with_model(model, fn, jit_compile: bool = False):
 def compile_step(step, enabled: bool):
     """torch with `enabled`: `torch.compile` one optimisation step (Keras' torch `fori_loop` is a
     Python loop, so compiling the whole loop would unroll it); other backends compile the whole
-    loop in `compile_with_model` instead. Unmeasured (no torch GPU here), hence opt-in."""
+    loop in `compile_with_model` instead. The loop's step number arrives as a Python int, which
+    torch.compile would specialise on (a recompilation per step), so it is passed as a tensor."""
     if not enabled or keras.backend.backend() != "torch":
         return step
     import torch
 
-    return torch.compile(step, dynamic=False)
+    compiled = torch.compile(step, dynamic=False)
+    return lambda i, state: compiled(torch.as_tensor(i, device=state[0].device), state)
