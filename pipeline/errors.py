@@ -19,7 +19,9 @@ ERROR_TYPES: dict[str, str] = {
     "or an NST output that would need more memory than --max-memory-gb",
     "too_small": "too small for NST's feature extractor after resizing to --max-dim",
     "decode_error": "not a decodable image: empty, truncated, text, an unsupported format",
-    "http_error": "an HTTP error status (5xx and 429 after --http-retries retries)",
+    "http_error": "an HTTP error status (5xx and 429 after --http-retries retries), or too many redirects",
+    "address_not_allowed": "the HTTP host (or a redirect's) resolves to an address --http-allowed-addresses "
+    "refuses: by default loopback, link-local (the cloud metadata service) and reserved ones",
     "timeout": "no complete HTTP response within --http-timeout (after --http-retries retries)",
     "read_error": "any other failure to read: permission denied, connection refused or reset",
     "non_finite_loss": "NST's loss became NaN or infinite",

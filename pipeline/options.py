@@ -160,6 +160,16 @@ class ToonbeamOptions(PipelineOptions):
             help="retries of an HTTP read after a time-out, a lost connection, 5xx or 429 "
             f"(default: {storage.DEFAULT_HTTP_RETRIES})",
         )
+        safety.add_argument(
+            *_spellings("http_allowed_addresses"),
+            dest="http_allowed_addresses",
+            choices=storage.HTTP_ADDRESS_POLICIES,
+            default=storage.DEFAULT_HTTP_ALLOWED_ADDRESSES,
+            help="addresses an HTTP read (and each redirect) may connect to: public (the internet), private "
+            "(also RFC 1918 / unique-local networks) or any (also loopback, link-local such as the cloud "
+            "metadata service, and reserved; e.g. a test server on localhost) "
+            f"(default: {storage.DEFAULT_HTTP_ALLOWED_ADDRESSES})",
+        )
         method = parser.add_argument_group("Method")
         method.add_argument("--method", choices=METHODS, default="classical", help="default: classical")
         classical = parser.add_argument_group("Classical cartoon filter (defaults come from --preset)")
@@ -205,6 +215,7 @@ def read_policy(options: ToonbeamOptions) -> storage.ReadPolicy:
         max_bytes=options.max_input_bytes,
         http_timeout=options.http_timeout,
         http_retries=options.http_retries,
+        http_allowed_addresses=options.http_allowed_addresses,
     )
 
 

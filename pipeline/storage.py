@@ -1,14 +1,18 @@
 """Every read and write goes through fsspec, so local paths, memory://, gs://, s3:// and http(s):// all work.
 
 Reads are bounded: only the schemes of a `ReadPolicy` are opened, no input may exceed its byte limit,
-and HTTP reads have a time-out and a bounded number of retries. Failures raise a `ReadError` subclass
-whose `error_type` is the report's short code (a missing input stays a plain `FileNotFoundError`).
+HTTP reads have a time-out and a bounded number of retries, and they connect (redirects included) only
+to the addresses the policy allows: by default not loopback, link-local (the cloud metadata service)
+or reserved ones, so a manifest row cannot make a worker fetch from inside its own host (SSRF).
+Failures raise a `ReadError` subclass whose `error_type` is the report's short code (a missing input
+stays a plain `FileNotFoundError`).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 import time
@@ -22,6 +26,13 @@ DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_HTTP_RETRIES = 2
 HTTP_RETRY_BACKOFF = 0.25  # seconds before the first retry; doubles each time, at most 4 s
 HTTP_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+HTTP_MAX_REDIRECTS = 5
+#: --http-allowed-addresses: which addresses an HTTP read may connect to. "public": the internet only;
+#: "private" (default) also private networks (RFC 1918, IPv6 unique-local), as a catalog server on a
+#: company network; "any" also loopback, link-local, unspecified (0.0.0.0) and reserved addresses,
+#: e.g. a test server on localhost. The same defaults as imgproxy's source-address settings.
+HTTP_ADDRESS_POLICIES = ("public", "private", "any")
+DEFAULT_HTTP_ALLOWED_ADDRESSES = "private"
 _CHUNK = 1 << 20
 
 
@@ -47,6 +58,10 @@ class ReadTimeout(ReadError):
     error_type = "timeout"
 
 
+class AddressNotAllowed(ReadError):
+    error_type = "address_not_allowed"
+
+
 class HTTPStatusError(ReadError):
     error_type = "http_error"
 
@@ -63,6 +78,7 @@ class ReadPolicy:
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES
     http_timeout: float = DEFAULT_HTTP_TIMEOUT  # seconds for one whole request, body included
     http_retries: int = DEFAULT_HTTP_RETRIES  # extra attempts after a time-out, 5xx/429 or lost connection
+    http_allowed_addresses: str = DEFAULT_HTTP_ALLOWED_ADDRESSES  # one of HTTP_ADDRESS_POLICIES
 
 
 def scheme(uri: str) -> str:
@@ -154,7 +170,7 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
     session = sync(fs.loop, fs.set_session)
     try:
         return sync(fs.loop, _get_bounded, session, uri, policy)
-    except (FileNotFoundError, InputTooLarge):
+    except (FileNotFoundError, ReadError):
         raise
     except (TimeoutError, asyncio.TimeoutError) as exc:
         raise ReadTimeout(f"no complete response within {policy.http_timeout:g} s (--http-timeout)") from exc
@@ -164,23 +180,81 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
         raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
 
 
+def address_kind(address: str) -> str:
+    """"public", "private", "loopback", "link-local", "unspecified", "multicast" or "reserved".
+
+    >>> [address_kind(a) for a in ("8.8.8.8", "10.1.2.3", "127.0.0.1", "169.254.169.254", "0.0.0.0", "::ffff:127.0.0.1")]
+    ['public', 'private', 'loopback', 'link-local', 'unspecified', 'loopback']
+    """
+    ip = ipaddress.ip_address(address.split("%")[0])  # an IPv6 zone ("fe80::1%eth0") is not part of the address
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    for kind in ("loopback", "link_local", "unspecified", "multicast"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    if ip.is_global:
+        return "public"
+    return "private" if ip.is_private else "reserved"
+
+
+def _address_allowed(kind: str, policy: str) -> bool:
+    return policy == "any" or kind == "public" or (policy == "private" and kind == "private")
+
+
+async def _check_address(url, policy: ReadPolicy) -> None:
+    """Every address `url`'s host resolves to must be allowed (one disallowed address is enough to refuse:
+    any of them may be the one connected to)."""
+    import asyncio
+    import socket
+
+    if policy.http_allowed_addresses == "any":
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ReadError(f"cannot resolve {url.host}: {exc}") from exc
+    for address in sorted({info[4][0] for info in infos}):
+        kind = address_kind(address)
+        if not _address_allowed(kind, policy.http_allowed_addresses):
+            raise AddressNotAllowed(
+                f"{url.host} is {address}, a {kind} address (--http-allowed-addresses {policy.http_allowed_addresses})"
+            )
+
+
 async def _get_bounded(session, uri: str, policy: ReadPolicy) -> bytes:
+    """GET `uri`, following up to HTTP_MAX_REDIRECTS redirects itself, so that each hop's scheme and
+    addresses are checked like the first URL's."""
     import aiohttp
+    from yarl import URL
 
     timeout = aiohttp.ClientTimeout(total=policy.http_timeout)  # the whole request, body included
-    async with session.get(uri, timeout=timeout) as response:
-        if response.status == 404:
-            raise FileNotFoundError(uri)
-        response.raise_for_status()
-        if response.content_length is not None and response.content_length > policy.max_bytes:
-            raise _too_large(policy, response.content_length)
-        chunks, size = [], 0
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > policy.max_bytes:
-                raise _too_large(policy)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    url = URL(uri)
+    for _ in range(HTTP_MAX_REDIRECTS + 1):
+        if check_scheme(str(url), policy.allowed_schemes) not in ("http", "https"):
+            raise UnsupportedScheme(f"redirected to {url.scheme}://, not http(s)")
+        await _check_address(url, policy)
+        async with session.get(url, timeout=timeout, allow_redirects=False) as response:
+            location = response.headers.get("Location")
+            if response.status in (301, 302, 303, 307, 308) and location:
+                url = response.url.join(URL(location))
+                continue
+            return await _read_body(response, uri, policy)
+    raise HTTPStatusError(response.status, f"more than {HTTP_MAX_REDIRECTS} redirects")
+
+
+async def _read_body(response, uri: str, policy: ReadPolicy) -> bytes:
+    if response.status == 404:
+        raise FileNotFoundError(uri)
+    response.raise_for_status()
+    if response.content_length is not None and response.content_length > policy.max_bytes:
+        raise _too_large(policy, response.content_length)
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise _too_large(policy)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def write_atomic(uri: str, data: bytes) -> None:

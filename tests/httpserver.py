@@ -2,7 +2,8 @@
 
 Routes: /ok.png (a PNG), /missing.png (404), /error.png (500 always), /flaky.png (503 on the first
 request, then the PNG), /slow.png (headers and a few bytes, then a pause of PAUSE seconds),
-/big.png (BIG bytes of body with no Content-Length).
+/big.png (BIG bytes of body with no Content-Length), /redirect/ok.png (302 to /ok.png), /loop.png
+(302 to itself), /to-loopback-2.png (302 to 127.0.0.2, another loopback address, same port).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 
 PAUSE = 2.0
 BIG = 3 * 2**20
+REDIRECTS = {"/redirect/ok.png": "../ok.png", "/loop.png": "/loop.png",
+             "/to-loopback-2.png": "http://127.0.0.2:{port}/ok.png"}
 
 
 @contextlib.contextmanager
@@ -46,6 +49,12 @@ def serve(png: bytes):
                 with contextlib.suppress(OSError):
                     for _ in range(BIG // 65536):
                         self.wfile.write(b"\0" * 65536)
+            elif self.path in REDIRECTS:
+                port = self.server.server_address[1]
+                self.send_response(302)
+                self.send_header("Location", REDIRECTS[self.path].format(port=port))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             else:
                 self._reply(404, b"not here")
 

@@ -115,6 +115,7 @@ def test_a_catalog_of_bad_inputs_runs_to_the_end_with_one_row_per_unit(tmp_path)
         app.run([
             "--content", str(tmp_path / "in" / "list.csv"), "--output", str(out), "--run_id", "bad",
             "--max-input-bytes", "200000", "--http-timeout", "0.5", "--http-retries", "1",
+            "--http-allowed-addresses", "any",
         ])
     rows = read_report(str(out)).to_pylist()
     assert sorted((r["content_id"], r["status"], r["error_type"]) for r in rows) == sorted(expected)
@@ -275,3 +276,12 @@ def test_no_unsafe_deserialisation_in_toonbeam():
     text = "\n".join(p.read_text() for p in sources)
     for needle in ("pickle.load", "allow_pickle=True", "safe_mode=False", "enable_unsafe_deserialization", "yaml.load("):
         assert needle not in text, needle
+
+
+def test_the_cloud_metadata_address_is_an_error_row_by_default(tmp_path):
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("http://169.254.169.254/computeMetadata/v1/instance/image.png\n")
+    app.run(["--content", str(manifest), "--output", str(tmp_path / "out"), "--run_id", "ssrf"])
+    (row,) = read_report(str(tmp_path / "out")).to_pylist()
+    assert (row["status"], row["error_type"]) == ("error", "address_not_allowed")
+    assert "169.254.169.254, a link-local address" in row["error"]

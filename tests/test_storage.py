@@ -12,7 +12,13 @@ from pipeline.storage import ReadPolicy
 from tests.conftest import small_png
 from tests.httpserver import serve
 
-FAST_HTTP = ReadPolicy(http_timeout=0.5, http_retries=1)
+
+def local_http(**limits) -> ReadPolicy:
+    """A policy for the test server on 127.0.0.1 (loopback addresses are refused by default)."""
+    return ReadPolicy(http_allowed_addresses="any", **limits)
+
+
+FAST_HTTP = local_http(http_timeout=0.5, http_retries=1)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def test_http_500_fails_after_bounded_retries(http):
     base, hits = http
     before = hits.get("/error.png", 0)
     with pytest.raises(storage.HTTPStatusError, match="HTTP 500.*after 3 attempts") as info:
-        storage.read_bytes(f"{base}/error.png", ReadPolicy(http_timeout=1, http_retries=2))
+        storage.read_bytes(f"{base}/error.png", local_http(http_timeout=1, http_retries=2))
     assert info.value.error_type == "http_error" and hits["/error.png"] - before == 3
 
 
@@ -81,7 +87,7 @@ def test_http_time_limit_covers_the_body(http):
     base, _ = http
     start = time.perf_counter()
     with pytest.raises(storage.ReadTimeout, match="0.5 s") as info:
-        storage.read_bytes(f"{base}/slow.png", ReadPolicy(http_timeout=0.5, http_retries=0))
+        storage.read_bytes(f"{base}/slow.png", local_http(http_timeout=0.5, http_retries=0))
     assert info.value.error_type == "timeout"
     assert time.perf_counter() - start < 1.8  # the server pauses 2 s
 
@@ -89,7 +95,37 @@ def test_http_time_limit_covers_the_body(http):
 def test_http_size_limit_without_content_length(http):
     base, _ = http
     with pytest.raises(storage.InputTooLarge):
-        storage.read_bytes(f"{base}/big.png", ReadPolicy(max_bytes=2**20, http_timeout=5, http_retries=0))
+        storage.read_bytes(f"{base}/big.png", local_http(max_bytes=2**20, http_timeout=5, http_retries=0))
+
+
+def test_http_redirects_are_followed_up_to_a_limit(http):
+    base, _ = http
+    assert storage.read_bytes(f"{base}/redirect/ok.png", FAST_HTTP) == small_png(0)
+    with pytest.raises(storage.HTTPStatusError, match=f"more than {storage.HTTP_MAX_REDIRECTS} redirects"):
+        storage.read_bytes(f"{base}/loop.png", FAST_HTTP)
+
+
+def test_loopback_and_link_local_hosts_are_refused_by_default(http):
+    base, hits = http
+    before = hits.get("/ok.png", 0)
+    with pytest.raises(storage.AddressNotAllowed, match="127.0.0.1, a loopback address") as info:
+        storage.read_bytes(f"{base}/ok.png")
+    assert info.value.error_type == "address_not_allowed" and hits.get("/ok.png", 0) == before  # never connected
+    with pytest.raises(storage.AddressNotAllowed, match="link-local"):
+        storage.read_bytes("http://169.254.169.254/computeMetadata/v1/", ReadPolicy(http_retries=0))
+    with pytest.raises(storage.AddressNotAllowed, match="private"):
+        storage.read_bytes("http://10.0.0.1/a.png", ReadPolicy(http_allowed_addresses="public", http_retries=0))
+
+
+def test_a_redirect_to_a_refused_address_is_not_followed(http, monkeypatch):
+    # The first hop (127.0.0.1) counts as public here; its redirect goes to 127.0.0.2, another loopback
+    # address, where nothing listens: only the address check, not the connection, can fail it this way.
+    base, _ = http
+    real_kind = storage.address_kind
+    monkeypatch.setattr(storage, "address_kind", lambda a: "public" if a == "127.0.0.1" else real_kind(a))
+    assert storage.read_bytes(f"{base}/ok.png", ReadPolicy(http_retries=0)) == small_png(0)
+    with pytest.raises(storage.AddressNotAllowed, match="127.0.0.2, a loopback address"):
+        storage.read_bytes(f"{base}/to-loopback-2.png", ReadPolicy(http_retries=0))
 
 
 def test_write_atomic_leaves_no_temporary_files(tmp_path):
