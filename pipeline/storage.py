@@ -30,7 +30,7 @@ HTTP_MAX_REDIRECTS = 5
 #: --http-allowed-addresses: which addresses an HTTP read may connect to. "public": the internet only;
 #: "private" (default) also private networks (RFC 1918, IPv6 unique-local), as a catalog server on a
 #: company network; "any" also loopback, link-local, unspecified (0.0.0.0) and reserved addresses,
-#: e.g. a test server on localhost. The same defaults as imgproxy's source-address settings.
+#: e.g. a test server on localhost. The defaults imgproxy's source-address settings have had since 3.15.
 HTTP_ADDRESS_POLICIES = ("public", "private", "any")
 DEFAULT_HTTP_ALLOWED_ADDRESSES = "private"
 _CHUNK = 1 << 20
