@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # NST bench on a GPU host: JAX (default) or PyTorch backend, no TensorFlow, Beam or network needed.
-#   1. here:      bench/pack_gpu.sh            (wheels + float16 VGG19 weights, ~50 MB)
+#   1. here:      bench/pack_gpu.sh            (wheels + float16 VGG19 weights, ~43 MB)
 #   2. GPU host:  bench/gpu.sh [jax|torch] [extra nst_bench args]
 #      (device runner: carry ["bench/results/gpu_bundle"])
 # It installs the bundled wheels (--no-deps: numpy, jax/torch are the host's own) into a throw-away target dir if `import keras` fails, turns
@@ -15,13 +15,10 @@ BUNDLE=bench/results/gpu_bundle
 PY=${PY:-python3}
 export KERAS_BACKEND=$BACKEND PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SITE=$(mktemp -d)/site
-for module in keras fsspec PIL h5py; do
-  if ! "$PY" -c "import $module" 2>/dev/null; then
-    "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$BUNDLE"/wheels/*.whl
-    export PYTHONPATH="$PYTHONPATH:$SITE"
-    break
-  fi
-done
+if ! "$PY" -c "import keras" 2>/dev/null; then
+  "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$BUNDLE"/wheels/*.whl
+  export PYTHONPATH="$PYTHONPATH:$SITE"
+fi
 WEIGHTS=$BUNDLE/vgg19_notop.weights.h5
 if [ ! -f "$WEIGHTS" ]; then
   "$PY" - "$BUNDLE/vgg19_notop_f16.npz" "$WEIGHTS" <<'PYEOF'
