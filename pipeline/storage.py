@@ -15,10 +15,15 @@ import hashlib
 import ipaddress
 import os
 import re
+import socket
 import time
 import uuid
 
+import aiohttp
 import fsspec
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 DEFAULT_ALLOWED_SCHEMES = ("file", "memory", "gs", "s3", "http", "https")
 DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
@@ -152,10 +157,16 @@ def _retryable(exc: ReadError) -> bool:
     return type(exc) in (ReadError, ReadTimeout)
 
 
-@functools.lru_cache(maxsize=1)
-def _http_filesystem():
-    """fsspec's HTTP filesystem, for its event-loop thread and pooled aiohttp session (one per process)."""
-    return fsspec.filesystem("http")
+@functools.lru_cache(maxsize=None)
+def _http_filesystem(allowed_addresses: str):
+    """fsspec's HTTP filesystem, for its event-loop thread and a pooled aiohttp session, one per process
+    and address policy: the session's resolver refuses what the policy does not allow."""
+
+    async def get_client(**kwargs):
+        resolver = _PolicyResolver(allowed_addresses)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver), **kwargs)
+
+    return fsspec.filesystem("http", get_client=get_client, skip_instance_cache=True)
 
 
 def _http_get(uri: str, policy: ReadPolicy) -> bytes:
@@ -163,10 +174,9 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
     HEAD requests first, turn every failed status into FileNotFoundError, and read bodies unbounded.)"""
     import asyncio
 
-    import aiohttp
     from fsspec.asyn import sync
 
-    fs = _http_filesystem()
+    fs = _http_filesystem(policy.http_allowed_addresses)
     session = sync(fs.loop, fs.set_session)
     try:
         return sync(fs.loop, _get_bounded, session, uri, policy)
@@ -176,6 +186,10 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
         raise ReadTimeout(f"no complete response within {policy.http_timeout:g} s (--http-timeout)") from exc
     except aiohttp.ClientResponseError as exc:
         raise HTTPStatusError(exc.status, exc.message or "") from exc
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressNotAllowed):  # raised by _PolicyResolver, wrapped by aiohttp
+            raise exc.os_error from None
+        raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
     except aiohttp.ClientError as exc:
         raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
 
@@ -201,38 +215,50 @@ def _address_allowed(kind: str, policy: str) -> bool:
     return policy == "any" or kind == "public" or (policy == "private" and kind == "private")
 
 
-async def _check_address(url, policy: ReadPolicy) -> None:
-    """Every address `url`'s host resolves to must be allowed (one disallowed address is enough to refuse:
-    any of them may be the one connected to)."""
-    import asyncio
-    import socket
+def _check_address(host: str, address: str, allowed_addresses: str) -> None:
+    kind = address_kind(address)
+    if not _address_allowed(kind, allowed_addresses):
+        raise AddressNotAllowed(f"{host} is {address}, a {kind} address (--http-allowed-addresses {allowed_addresses})")
 
-    if policy.http_allowed_addresses == "any":
-        return
+
+def _is_ip_literal(host: str) -> bool:
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ReadError(f"cannot resolve {url.host}: {exc}") from exc
-    for address in sorted({info[4][0] for info in infos}):
-        kind = address_kind(address)
-        if not _address_allowed(kind, policy.http_allowed_addresses):
-            raise AddressNotAllowed(
-                f"{url.host} is {address}, a {kind} address (--http-allowed-addresses {policy.http_allowed_addresses})"
-            )
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _PolicyResolver(AbstractResolver):
+    """aiohttp's default resolver, refusing a host with any address the policy does not allow (any of
+    them may be the one connected to). The check runs where the connection's addresses come from, so a
+    DNS answer cannot change between the check and the connection, and the connector's DNS cache keeps
+    it to one lookup per host and TTL. (IP literals never reach a resolver: `_get_bounded` checks them.)"""
+
+    def __init__(self, allowed_addresses: str):
+        self._allowed = allowed_addresses
+        self._resolver = DefaultResolver()
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        results = await self._resolver.resolve(host, port, family)
+        for result in results:
+            _check_address(host, result["host"], self._allowed)
+        return results
+
+    async def close(self):
+        await self._resolver.close()
 
 
 async def _get_bounded(session, uri: str, policy: ReadPolicy) -> bytes:
     """GET `uri`, following up to HTTP_MAX_REDIRECTS redirects itself, so that each hop's scheme and
     addresses are checked like the first URL's."""
-    import aiohttp
-    from yarl import URL
-
     timeout = aiohttp.ClientTimeout(total=policy.http_timeout)  # the whole request, body included
     url = URL(uri)
     for _ in range(HTTP_MAX_REDIRECTS + 1):
         if check_scheme(str(url), policy.allowed_schemes) not in ("http", "https"):
             raise UnsupportedScheme(f"redirected to {url.scheme}://, not http(s)")
-        await _check_address(url, policy)
+        if _is_ip_literal(url.host):  # names are checked by the session's _PolicyResolver
+            _check_address(url.host, url.host, policy.http_allowed_addresses)
         async with session.get(url, timeout=timeout, allow_redirects=False) as response:
             location = response.headers.get("Location")
             if response.status in (301, 302, 303, 307, 308) and location:

@@ -111,6 +111,10 @@ def test_loopback_and_link_local_hosts_are_refused_by_default(http):
     with pytest.raises(storage.AddressNotAllowed, match="127.0.0.1, a loopback address") as info:
         storage.read_bytes(f"{base}/ok.png")
     assert info.value.error_type == "address_not_allowed" and hits.get("/ok.png", 0) == before  # never connected
+    with pytest.raises(storage.AddressNotAllowed, match="localhost is .*, a loopback address"):  # via DNS
+        storage.read_bytes(base.replace("127.0.0.1", "localhost") + "/ok.png", ReadPolicy(http_retries=0))
+    assert hits.get("/ok.png", 0) == before
+    assert storage.read_bytes(base.replace("127.0.0.1", "localhost") + "/ok.png", FAST_HTTP) == small_png(0)
     with pytest.raises(storage.AddressNotAllowed, match="link-local"):
         storage.read_bytes("http://169.254.169.254/computeMetadata/v1/", ReadPolicy(http_retries=0))
     with pytest.raises(storage.AddressNotAllowed, match="private"):
