@@ -19,11 +19,7 @@ import socket
 import time
 import uuid
 
-import aiohttp
 import fsspec
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
-from yarl import URL
 
 DEFAULT_ALLOWED_SCHEMES = ("file", "memory", "gs", "s3", "http", "https")
 DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
@@ -160,11 +156,23 @@ def _retryable(exc: ReadError) -> bool:
 @functools.lru_cache(maxsize=None)
 def _http_filesystem(allowed_addresses: str):
     """fsspec's HTTP filesystem, for its event-loop thread and a pooled aiohttp session, one per process
-    and address policy: the session's resolver refuses what the policy does not allow."""
+    and address policy. The session's resolver refuses a host with any address the policy does not allow
+    (any of them may be the one connected to): the check runs where the connection's addresses come
+    from, so a DNS answer cannot change between check and connection, and the connector's DNS cache
+    keeps it to one lookup per host and TTL. (IP literals never reach a resolver: `_get_bounded` checks
+    them.) aiohttp is imported here, not at module level: only HTTP reads need it."""
+    import aiohttp
+    from aiohttp.resolver import DefaultResolver
+
+    class PolicyResolver(DefaultResolver):
+        async def resolve(self, host, port=0, family=socket.AF_INET):
+            results = await super().resolve(host, port, family)
+            for result in results:
+                _check_address(host, result["host"], allowed_addresses)
+            return results
 
     async def get_client(**kwargs):
-        resolver = _PolicyResolver(allowed_addresses)
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver), **kwargs)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PolicyResolver()), **kwargs)
 
     return fsspec.filesystem("http", get_client=get_client, skip_instance_cache=True)
 
@@ -174,6 +182,7 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
     HEAD requests first, turn every failed status into FileNotFoundError, and read bodies unbounded.)"""
     import asyncio
 
+    import aiohttp
     from fsspec.asyn import sync
 
     fs = _http_filesystem(policy.http_allowed_addresses)
@@ -186,11 +195,9 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
         raise ReadTimeout(f"no complete response within {policy.http_timeout:g} s (--http-timeout)") from exc
     except aiohttp.ClientResponseError as exc:
         raise HTTPStatusError(exc.status, exc.message or "") from exc
-    except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, AddressNotAllowed):  # raised by _PolicyResolver, wrapped by aiohttp
-            raise exc.os_error from None
-        raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
     except aiohttp.ClientError as exc:
+        if isinstance(getattr(exc, "os_error", None), AddressNotAllowed):  # the resolver's, wrapped
+            raise exc.os_error from None
         raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -229,35 +236,18 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-class _PolicyResolver(AbstractResolver):
-    """aiohttp's default resolver, refusing a host with any address the policy does not allow (any of
-    them may be the one connected to). The check runs where the connection's addresses come from, so a
-    DNS answer cannot change between the check and the connection, and the connector's DNS cache keeps
-    it to one lookup per host and TTL. (IP literals never reach a resolver: `_get_bounded` checks them.)"""
-
-    def __init__(self, allowed_addresses: str):
-        self._allowed = allowed_addresses
-        self._resolver = DefaultResolver()
-
-    async def resolve(self, host, port=0, family=socket.AF_INET):
-        results = await self._resolver.resolve(host, port, family)
-        for result in results:
-            _check_address(host, result["host"], self._allowed)
-        return results
-
-    async def close(self):
-        await self._resolver.close()
-
-
 async def _get_bounded(session, uri: str, policy: ReadPolicy) -> bytes:
     """GET `uri`, following up to HTTP_MAX_REDIRECTS redirects itself, so that each hop's scheme and
     addresses are checked like the first URL's."""
+    import aiohttp
+    from yarl import URL
+
     timeout = aiohttp.ClientTimeout(total=policy.http_timeout)  # the whole request, body included
     url = URL(uri)
     for _ in range(HTTP_MAX_REDIRECTS + 1):
         if check_scheme(str(url), policy.allowed_schemes) not in ("http", "https"):
             raise UnsupportedScheme(f"redirected to {url.scheme}://, not http(s)")
-        if _is_ip_literal(url.host):  # names are checked by the session's _PolicyResolver
+        if _is_ip_literal(url.host):  # names are checked by the session's resolver (_http_filesystem)
             _check_address(url.host, url.host, policy.http_allowed_addresses)
         async with session.get(url, timeout=timeout, allow_redirects=False) as response:
             location = response.headers.get("Location")
