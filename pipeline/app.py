@@ -9,42 +9,20 @@ import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
-from apache_beam.utils import shared
 
-from pipeline import storage
-from pipeline.manifests import check_manifest, read_manifest
-from pipeline.report import check_previous_reports
-from pipeline.options import (
-    ToonbeamOptions,
-    allowed_schemes,
-    cartoon_overrides,
-    expand_config,
-    nst_settings,
-    read_policy,
-    unfilled_placeholders,
-)
-from pipeline.transformations import (
-    DEAD_LETTERS,
-    ROWS,
-    CartoonizeFn,
-    ReadManifest,
-    ReadPreviousReports,
-    TriageFn,
-    WriteDeadLetters,
-    WriteLossCurves,
-    WriteReport,
-)
-from transforms.cartoon import params_for
-from transforms.nst.controls import parse_style_blend
+from pipeline.io import storage
+from pipeline.io.manifests import ReadManifest, check_manifest, read_manifest
+from pipeline.io.sinks import WriteDeadLetters, WriteReport
+from pipeline.methods import Method, method_class, parse_methods
+from pipeline.options import ToonbeamOptions, allowed_schemes, expand_config, read_policy, unfilled_placeholders
+from pipeline.reporting.incremental import ReadPreviousReports, check_previous_reports
+from pipeline.units import RunContext
 
-# Keras (and with it TensorFlow, JAX or PyTorch) is imported only where an NST run needs it: the
-# modules below are imported inside `plan_run` and `build_pipeline`, so a classical-only run and its
-# workers never load a deep-learning framework (measured: about 630 MiB less per worker process).
+# Keras (and with it TensorFlow, JAX or PyTorch) is imported only by the neural methods' modules, which
+# `method_class` imports when a run asks for them: a classical-only run and its workers never load a
+# deep-learning framework (measured: about 630 MiB less per worker process).
 
 LOG = logging.getLogger(__name__)
-
-#: Styles optimised together for one content image; bounds memory at large --max-dim.
-NST_BATCH_SIZE = 4
 
 
 class UsageError(ValueError):
@@ -58,6 +36,14 @@ class RunPlan:
     options: PipelineOptions
     toon: ToonbeamOptions
     run_id: str
+    methods: tuple[str, ...]
+
+    def method_classes(self) -> list[type[Method]]:
+        return [method_class(name) for name in self.methods]
+
+    @property
+    def needs_style(self) -> bool:
+        return any(cls.needs_style for cls in self.method_classes())
 
 
 def plan_run(argv: list[str]) -> RunPlan:
@@ -68,35 +54,25 @@ def plan_run(argv: list[str]) -> RunPlan:
     options.view_as(SetupOptions).save_main_session = False
     toon = options.view_as(ToonbeamOptions)
     unfilled = unfilled_placeholders(flags)
-    if unfilled and not toon.dry_run_only:
+    dry_run = toon.dry_run_only
+    if unfilled and not dry_run:
         raise UsageError(f"set the environment variables of these preset values: {' '.join(unfilled)}")
     if not toon.content:
         raise UsageError("--content is required (a folder, glob, image or manifest)")
-    needs_style = toon.method in ("nst", "both")
-    if needs_style and not toon.style:
+    try:
+        methods = parse_methods(toon.method)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    run_id = toon.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    plan = RunPlan(options=options, toon=toon, run_id=run_id, methods=methods)
+    if plan.needs_style and not toon.style:
         raise UsageError(f"--method {toon.method} needs --style")
     _check_limits(toon)
-    if needs_style:
-        import keras
-
-        from transforms.nst.optimize import check_settings
-
-        if toon.backend and toon.backend != keras.backend.backend():
-            raise UsageError(
-                f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
-                f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
-            )
-        try:
-            check_settings(nst_settings(toon))
-            if toon.style_blend:
-                parse_style_blend(toon.style_blend)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
     schemes = allowed_schemes(toon)
     uris = {"--content": toon.content, "--output": toon.output}
     if toon.incremental:
         uris["--incremental"] = toon.incremental
-    if needs_style:
+    if plan.needs_style:
         uris["--style"] = toon.style
         if toon.weights.endswith(".h5"):
             uris["--weights"] = toon.weights
@@ -105,20 +81,18 @@ def plan_run(argv: list[str]) -> RunPlan:
             storage.check_scheme(uri, schemes)
         except storage.UnsupportedScheme as exc:
             raise UsageError(f"{flag} {uri}: {exc}") from None
-    if not toon.dry_run_only:
+    for cls in plan.method_classes():
+        try:
+            cls.preflight(toon, dry_run)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if not dry_run:
         check_manifest(toon.content)
-        if needs_style:
-            from transforms.nst.extractors import ensure_weights_available
-
+        if plan.needs_style:
             check_manifest(toon.style)
-            try:
-                ensure_weights_available(toon.extractor, toon.weights)
-            except ValueError as exc:  # a --weights value of no known form
-                raise UsageError(f"--weights: {exc}") from None
         if toon.incremental:
             _check_previous_reports(toon.incremental)
-    run_id = toon.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return RunPlan(options=options, toon=toon, run_id=run_id)
+    return plan
 
 
 def _check_previous_reports(spec: str) -> None:
@@ -149,63 +123,19 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     """Adds every step to `p` and returns the report rows (also written under OUTPUT/report/; the
     failed units' dead-letter records go under OUTPUT/errors/)."""
     toon = plan.toon
-    policy = read_policy(toon)
-    contents = p | "ReadContent" >> ReadManifest(toon.content)
-    earlier = {}  # side input of the compute steps: earlier rows by content_id (--incremental)
+    run = RunContext(plan.run_id, toon.output, read_policy(toon), toon.max_input_pixels, toon.skip_existing)
+    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content)}
+    if plan.needs_style:
+        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style)
+    previous = None  # side input of the compute steps: earlier rows by content_id (--incremental)
     if toon.incremental:
-        earlier["previous"] = beam.pvalue.AsMultiMap(p | "ReadPreviousReports" >> ReadPreviousReports(toon.incremental))
+        previous = beam.pvalue.AsMultiMap(p | "ReadPreviousReports" >> ReadPreviousReports(toon.incremental))
     rows, dead_letters = [], []
-    if toon.method in ("classical", "both"):
-        params = params_for(toon.preset, **cartoon_overrides(toon))
-        triaged = contents | "Triage" >> beam.ParDo(
-            TriageFn(plan.run_id, toon.output, toon.preset, params, toon.skip_existing)
-        ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
-        cartoons = triaged.todo | "Cartoonize" >> beam.ParDo(
-            CartoonizeFn(plan.run_id, toon.output, toon.preset, params, toon.max_input_pixels, policy), **earlier
-        ).with_outputs(DEAD_LETTERS, main="rows")
-        rows += [triaged[ROWS], cartoons.rows]
-        dead_letters += [triaged[DEAD_LETTERS], cartoons[DEAD_LETTERS]]
-    if toon.method in ("nst", "both"):
-        from pipeline.nst_transformations import (
-            CURVES,
-            PairTriageFn,
-            StyleTargetsFn,
-            StylizeFn,
-            blend_entry,
-            blend_targets,
-        )
-
-        settings = nst_settings(toon)
-        extractor = shared.Shared()
-        style_entries = p | "ReadStyle" >> ReadManifest(toon.style)
-        styles = style_entries | "StyleTargets" >> beam.ParDo(
-            StyleTargetsFn(extractor, toon.extractor, toon.weights, settings, toon.max_input_pixels, policy)
-        )
-        if toon.style_blend:
-            # the units are content x the blend: one style entry and one set of targets stand for it
-            blend = parse_style_blend(toon.style_blend)
-            style_entries = (
-                style_entries | "BlendEntries" >> beam.combiners.ToList() | "BlendEntry" >> beam.Map(blend_entry, blend)
-            )
-            styles = styles | "BlendTargets" >> beam.combiners.ToList() | "Blend" >> beam.Map(blend_targets, blend)
-        triaged = contents | "TriagePairs" >> beam.ParDo(
-            PairTriageFn(
-                plan.run_id, toon.output, toon.extractor, toon.weights, settings, toon.skip_existing,
-                style_blend=toon.style_blend,
-            ),
-            styles=beam.pvalue.AsList(style_entries),
-        ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
-        stylized = triaged.todo | "Stylize" >> beam.ParDo(
-            StylizeFn(
-                plan.run_id, toon.output, extractor, toon.extractor, toon.weights, settings,
-                toon.max_input_pixels, NST_BATCH_SIZE, policy, style_blend=toon.style_blend,
-            ),
-            styles=beam.pvalue.AsList(styles),
-            **earlier,
-        ).with_outputs(DEAD_LETTERS, CURVES, main="rows")
-        _ = stylized[CURVES] | "WriteLossCurves" >> WriteLossCurves(toon.output)
-        rows += [triaged[ROWS], stylized.rows]
-        dead_letters += [triaged[DEAD_LETTERS], stylized[DEAD_LETTERS]]
+    for cls in plan.method_classes():
+        method_inputs = {name: pcoll for name, pcoll in inputs.items() if name == "contents" or cls.needs_style}
+        results = method_inputs | cls.__name__ >> cls.from_options(run, toon, previous)
+        rows.append(results["rows"])
+        dead_letters.append(results["dead_letters"])
     report = rows | "AllRows" >> beam.Flatten()
     _ = report | "WriteReport" >> WriteReport(toon.output)
     _ = dead_letters | "AllDeadLetters" >> beam.Flatten() | "WriteDeadLetters" >> WriteDeadLetters(toon.output)
@@ -229,12 +159,10 @@ def runs_in_process(plan: RunPlan) -> bool:
 
 
 def count_units(plan: RunPlan) -> int:
-    """How many report rows the run will have: one per content for classical, one per pair for NST."""
+    """How many report rows the run will have (each method says how many of its units it makes)."""
     contents = sum(1 for _ in read_manifest(plan.toon.content))
-    units = contents if plan.toon.method in ("classical", "both") else 0
-    if plan.toon.method in ("nst", "both"):
-        units += contents * sum(1 for _ in read_manifest(plan.toon.style))
-    return units
+    styles = sum(1 for _ in read_manifest(plan.toon.style)) if plan.needs_style else 0
+    return sum(cls.count_units(plan.toon, contents, styles) for cls in plan.method_classes())
 
 
 def describe_dry_run(plan: RunPlan) -> str:

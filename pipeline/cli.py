@@ -13,9 +13,7 @@ import subprocess
 import sys
 import time
 
-import yaml
-
-from pipeline.report import error_fraction
+from pipeline.reporting.schema import error_fraction
 
 # Everything that imports Keras is imported inside the commands, after `select_backend` has set
 # KERAS_BACKEND: Keras reads it once, at its first import.
@@ -24,15 +22,17 @@ from pipeline.report import error_fraction
 def select_backend(argv: list[str]) -> str | None:
     """KERAS_BACKEND from `--backend` (or the `backend` key of the --config preset; the flag wins).
     Returns why it cannot be used, or None."""
+    from pipeline.options import read_config, split_config
+
+    config, rest = split_config(argv)
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
     pre.add_argument("--backend")
-    known, _ = pre.parse_known_args(argv)
-    backend = known.backend
-    if backend is None and known.config and os.path.exists(known.config):
-        with open(known.config, encoding="utf-8") as handle:
-            preset = yaml.safe_load(handle)
-        backend = preset.get("backend") if isinstance(preset, dict) else None
+    backend = pre.parse_known_args(rest)[0].backend
+    if backend is None and config:
+        try:
+            backend = read_config(config).get("backend")
+        except (OSError, ValueError):
+            return None  # the run itself reports an unreadable config, with the usage errors
     if not backend:
         return None
     if importlib.util.find_spec(backend) is None:
@@ -46,11 +46,11 @@ _EXTRA = {"tensorflow": "gpu", "jax": "jax", "torch": "torch"}
 
 def run_command(argv: list[str]) -> int:
     from pipeline import app, progress
-    from pipeline.contact_sheet import write_contact_sheet
-    from pipeline.manifests import ManifestError
+    from pipeline.io.manifests import ManifestError
+    from pipeline.io.weights import WeightsUnavailable
     from pipeline.options import help_parser
-    from pipeline.report import STATUSES, error_type_counts, read_report, status_counts
-    from transforms.nst.settings import WeightsUnavailable
+    from pipeline.reporting.contact_sheet import write_contact_sheet
+    from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
 
     # Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
     usage_errors = (app.UsageError, ManifestError, WeightsUnavailable, FileNotFoundError)
@@ -110,8 +110,8 @@ def _error_budget_exit(counts: dict[str, int], limit: float | None) -> int:
 
 
 def report_command(argv: list[str]) -> int:
-    from pipeline.contact_sheet import write_contact_sheet
-    from pipeline.summary import summarize
+    from pipeline.reporting.contact_sheet import write_contact_sheet
+    from pipeline.reporting.summary import summarize
     parser = argparse.ArgumentParser(
         prog="toonbeam report", description="Summarize a run and (re)write OUTPUT/index.html."
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from pipeline import storage
-from pipeline.manifests import ManifestEntry
+from pipeline.io import storage
+from pipeline.io.manifests import ManifestEntry
 from transforms import images
 
 #: Every `error_type` a report row can carry, with what it means. Codes are stable: scripts match them.

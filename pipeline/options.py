@@ -11,11 +11,9 @@ import fsspec
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import storage
+from pipeline.io import storage
 from transforms.cartoon import PRESETS, CartoonParams
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
-
-METHODS = ("classical", "nst", "both")
 
 CARTOON_HELP = {
     "median_ksize": "medianBlur aperture before edge detection (odd)",
@@ -171,7 +169,11 @@ class ToonbeamOptions(PipelineOptions):
             f"(default: {storage.DEFAULT_HTTP_ALLOWED_ADDRESSES})",
         )
         method = parser.add_argument_group("Method")
-        method.add_argument("--method", choices=METHODS, default="classical", help="default: classical")
+        method.add_argument(
+            "--method",
+            default="classical",
+            help="classical, nst, feedforward, or a comma list of them (both = classical,nst; default: classical)",
+        )
         classical = parser.add_argument_group("Classical cartoon filter (defaults come from --preset)")
         classical.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="default: seed")
         _add_dataclass_flags(classical, CartoonParams, "cartoon_", CARTOON_HELP, keep_defaults=False)
@@ -243,18 +245,30 @@ def unfilled_placeholders(argv: list[str]) -> list[str]:
     return [arg for arg in argv if _PLACEHOLDER.search(arg)]
 
 
-def expand_config(argv: list[str]) -> list[str]:
-    """Replace `--config FILE` by the flags of that YAML preset, placed first so that flags given on the
-    command line win. Keys are flag names (`max_dim` or `max-dim`); `true` means a bare switch."""
+def split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the --config value or None, the other arguments)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
-    if not known.config:
-        return list(argv)
-    with fsspec.open(known.config, "r") as handle:
+    return known.config, rest
+
+
+def read_config(uri: str) -> dict:
+    """A YAML preset (any fsspec URI) as a mapping of flag names to values."""
+    with fsspec.open(uri, "r", encoding="utf-8") as handle:
         preset = yaml.safe_load(handle) or {}
     if not isinstance(preset, dict):
-        raise ValueError(f"{known.config}: a config must be a mapping of flag names to values")
+        raise ValueError(f"{uri}: a config must be a mapping of flag names to values")
+    return preset
+
+
+def expand_config(argv: list[str]) -> list[str]:
+    """Replace `--config FILE` by the flags of that YAML preset, placed first so that flags given on the
+    command line win. Keys are flag names (`max_dim` or `max-dim`); `true` means a bare switch."""
+    config, rest = split_config(argv)
+    if not config:
+        return list(argv)
+    preset = read_config(config)
     flags = []
     for key, value in preset.items():
         value = fill_placeholders(value)

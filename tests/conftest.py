@@ -1,4 +1,5 @@
 """Shared fixtures: small real photos from samples/, and an in-memory filesystem for manifests."""
+import os
 import pathlib
 
 import fsspec
@@ -9,6 +10,15 @@ from transforms.images import decode_image, encode_png
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
+
+#: The real VGG19 ImageNet weights in Keras's cache (where ../shared/tools/stage-vgg19-weights and
+#: Keras's own download put them); tests that need them skip with this reason elsewhere.
+VGG19_WEIGHTS = os.path.join(
+    os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models",
+    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+)
+REAL_WEIGHTS = os.path.exists(VGG19_WEIGHTS)
+requires_real_weights = pytest.mark.skipif(not REAL_WEIGHTS, reason=f"real VGG19 weights not in {VGG19_WEIGHTS}")
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from PIL import Image
 
 from pipeline import app
-from pipeline.contact_sheet import render_contact_sheet, write_contact_sheet
-from pipeline.report import REPORT_SCHEMA, read_report, report_row
+from pipeline.reporting.contact_sheet import render_contact_sheet, write_contact_sheet
+from pipeline.reporting.schema import REPORT_SCHEMA, read_report, report_row
 from tests.conftest import SAMPLES, small_png
 
 CONTENTS = ("astronaut.png", "coffee.png")

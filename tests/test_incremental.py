@@ -10,8 +10,12 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import app, cli, nst_transformations, outputs, transformations
-from pipeline.report import REPORT_SCHEMA, read_previous_rows, read_report
+from pipeline import app, cli
+from pipeline.io import outputs
+from pipeline.methods import nst
+from pipeline.methods.classical import classical_params_hash
+from pipeline.reporting.incremental import read_previous_rows
+from pipeline.reporting.schema import REPORT_SCHEMA, read_report
 from tests.conftest import small_png
 from transforms.cartoon import PRESETS
 from transforms.nst.optimize import NSTSettings
@@ -99,8 +103,8 @@ def test_nst_pairs_skip_one_by_one_and_a_changed_style_recomputes(tmp_path):
 
     # Everything done: no content targets, no optimisation. Then a changed step count recomputes every pair.
     with pytest.MonkeyPatch.context() as mp:  # DirectRunner runs the steps in this process
-        mp.setattr(nst_transformations, "content_targets", _must_not_run)
-        mp.setattr(nst_transformations, "stylize", _must_not_run)
+        mp.setattr(nst, "content_targets", _must_not_run)
+        mp.setattr(nst, "stylize", _must_not_run)
         run3 = _run(content, tmp_path / "run3", *argv, "--incremental", _reports(tmp_path, "run2"),
                     expected=[("c0", "s0", "skipped"), ("c0", "s1", "skipped")])
     assert run3[("c0", "s0")]["output_uri"] == run1[("c0", "s0")]["output_uri"]
@@ -109,7 +113,9 @@ def test_nst_pairs_skip_one_by_one_and_a_changed_style_recomputes(tmp_path):
 
 
 def test_params_hash_takes_every_field_and_never_the_uris():
-    classical_params_hash, nst_params_hash = transformations.classical_params_hash, nst_transformations.nst_params_hash
+    def nst_params_hash(extractor, weights, settings):
+        return nst.NSTJob(extractor, weights, settings).params_hash()
+
     base = nst_params_hash("vgg19", "random", NSTSettings())
     for field, value in (("steps", 7), ("tv_weight", 1.0), ("optimizer", "lbfgs"), ("scales", "0.5:0.5,1:0.5")):
         changed = NSTSettings(**{field: value})

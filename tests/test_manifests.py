@@ -8,8 +8,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.manifests import ManifestEntry, ManifestError, check_manifest, read_manifest
-from pipeline.transformations import ReadManifest
+from pipeline.io.manifests import ManifestEntry, ManifestError, check_manifest, read_manifest
+from pipeline.io.manifests import ReadManifest
 
 
 

@@ -3,7 +3,6 @@ repeatability and initialisation. Small sizes and few steps; real VGG19 weights 
 needs a meaningful network (colours, strength) and they are staged, seeded random ones otherwise."""
 import doctest
 import hashlib
-import os
 import subprocess
 import sys
 
@@ -11,20 +10,17 @@ import numpy as np
 import pytest
 from skimage import metrics
 
+from tests.conftest import REAL_WEIGHTS as REAL
 from tests.conftest import ROOT, sample_photo
 from transforms import images
 from transforms.nst import controls
 from transforms.nst.controls import TooLargeForMemory
-from transforms.nst.extractors import EXTRACTORS, load_extractor
+from transforms.nst.extractors import load_extractor
 from transforms.nst.losses import style_loss
 from transforms.nst.optimize import (
     NSTSettings, check_settings, content_targets, evaluate_losses, style_targets, stylize, stylize_high_res,
 )
 
-_WEIGHTS = os.path.join(
-    os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models", EXTRACTORS["vgg19"].weights_file
-)
-REAL = os.path.exists(_WEIGHTS)
 
 
 def _photo(name, long_side, folder="content"):

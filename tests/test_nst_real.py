@@ -1,5 +1,4 @@
 """NST with the real ImageNet VGG19 on real photos: it works, and it matches the seed's own code."""
-import os
 
 import keras
 import numpy as np
@@ -7,16 +6,11 @@ import pytest
 import tensorflow as tf
 from skimage import data, metrics, transform
 
+from pipeline.io.weights import local_weights
+from tests.conftest import VGG19_WEIGHTS, requires_real_weights
 from transforms.nst.extractors import EXTRACTORS, load_extractor
 from transforms.nst.optimize import NSTSettings, content_targets, evaluate_losses, style_targets, stylize
 
-_WEIGHTS = os.path.join(
-    os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models", EXTRACTORS["vgg19"].weights_file
-)
-requires_real_weights = pytest.mark.skipif(
-    not os.path.exists(_WEIGHTS),
-    reason=f"real VGG19 weights not staged at {_WEIGHTS} (run ../shared/tools/stage-vgg19-weights)",
-)
 pytestmark = requires_real_weights
 
 MAX_DIM = 128
@@ -114,7 +108,7 @@ def test_matches_the_seed_reference_implementation(problem):
 
 def test_weights_from_a_file_uri_equal_imagenet(problem):
     extractor = problem[0]
-    from_file = load_extractor("vgg19", f"file://{_WEIGHTS}")
+    from_file = load_extractor("vgg19", local_weights(f"file://{VGG19_WEIGHTS}"))
     images = np.random.default_rng(0).random((1, 40, 40, 3), dtype=np.float32)
     for a, b in zip(extractor.model(images), from_file.model(images)):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

@@ -3,8 +3,9 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.io.weights import WeightsUnavailable, ensure_weights_available, local_weights
 from transforms.nst import extractors
-from transforms.nst.extractors import WeightsUnavailable, ensure_weights_available, load_extractor
+from transforms.nst.extractors import load_extractor
 
 
 def _fail_download(*args, **kwargs):
@@ -21,7 +22,8 @@ def test_missing_imagenet_weights_message_names_file_and_folder(tmp_path, monkey
     assert "\n" not in message
     assert "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert str(tmp_path / "models") in message
-    assert "../shared/tools/stage-vgg19-weights" in message
+    assert "--weights PATH" in message
+    assert "../shared" not in message  # a helper script users do not have
     assert isinstance(raised.value, RuntimeError)
 
 
@@ -56,7 +58,9 @@ def test_preflight_for_paths_and_random(tmp_path, monkeypatch):
 
 def test_unknown_names_are_value_errors():
     with pytest.raises(ValueError, match="unknown extractor"):
-        ensure_weights_available("resnet", "random")
+        load_extractor("resnet", "random")
+    with pytest.raises(ValueError, match="weights must be"):
+        ensure_weights_available("vgg19", "weights.pkl")
     with pytest.raises(ValueError, match="weights must be"):
         load_extractor("vgg19", "weights.pkl")
 
@@ -79,7 +83,7 @@ def test_load_weights_through_fsspec_uri(tmp_path):
     base.save_weights(local)
     with fsspec.open("memory://toonbeam/mnv3.weights.h5", "wb") as out:
         out.write(local.read_bytes())
-    loaded = load_extractor("mobilenet_v3_large", "memory://toonbeam/mnv3.weights.h5")
+    loaded = load_extractor("mobilenet_v3_large", local_weights("memory://toonbeam/mnv3.weights.h5"))
     expected = extractors.FeatureExtractor(spec, base)
     images = np.random.default_rng(1).random((1, 32, 32, 3), dtype=np.float32)
     for a, b in zip(expected.model(images), loaded.model(images)):

@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import app
 from pipeline.options import ToonbeamOptions, expand_config
-from pipeline.report import REPORT_SCHEMA, read_report
+from pipeline.reporting.schema import REPORT_SCHEMA, read_report
 from tests.conftest import ROOT, SAMPLES, small_png
 from tests.test_cartoon import seed_recipe
 from transforms.images import decode_image

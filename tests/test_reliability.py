@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline import app, cli
-from pipeline.report import read_report
+from pipeline.reporting.schema import read_report
 from tests.conftest import ROOT, small_png
 from tests.httpserver import serve
 from tests.test_images import jpeg_bomb, png_bomb

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import outputs, storage
-from pipeline.storage import ReadPolicy
+from pipeline.io import outputs, storage
+from pipeline.io.storage import ReadPolicy
 from tests.conftest import small_png
 from tests.httpserver import serve
 

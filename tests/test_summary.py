@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.report import REPORT_SCHEMA, report_row
-from pipeline.summary import format_summary, percentile, summarize
+from pipeline.reporting.schema import REPORT_SCHEMA, report_row
+from pipeline.reporting.summary import format_summary, percentile, summarize
 
 
 def write_report(output, rows):

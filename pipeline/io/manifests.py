@@ -20,6 +20,7 @@ import posixpath
 import typing
 from typing import Iterator
 
+import apache_beam as beam
 import fsspec
 import pyarrow.parquet as pq
 
@@ -184,3 +185,27 @@ def _resolve(base: str, uri: str) -> str:
     if "://" in uri or uri.startswith("/"):
         return uri
     return posixpath.join(base, uri)
+
+
+class ListAndSpread(beam.PTransform):
+    """What `lister(spec)` yields, listed by one worker, then spread over all of them."""
+
+    def __init__(self, spec: str, lister):
+        super().__init__()
+        self._spec = spec
+        self._lister = lister
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Spec" >> beam.Create([self._spec])
+            | "List" >> beam.FlatMap(self._lister)
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+class ReadManifest(ListAndSpread):
+    """Entries of one `--content` / `--style` argument, spread over workers."""
+
+    def __init__(self, spec: str):
+        super().__init__(spec, read_manifest)

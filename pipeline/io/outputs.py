@@ -15,7 +15,7 @@ import json
 
 import fsspec
 
-from pipeline import storage
+from pipeline.io import storage
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1

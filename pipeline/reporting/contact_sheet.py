@@ -35,8 +35,9 @@ import fsspec
 import jinja2
 from PIL import Image, ImageOps
 
-from pipeline import storage, summary
-from pipeline.report import read_report
+from pipeline.io import storage
+from pipeline.reporting import summary
+from pipeline.reporting.schema import read_report
 
 LOG = logging.getLogger(__name__)
 
@@ -510,7 +511,7 @@ def curves_plot(curves: list[dict]) -> dict | None:
 
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("pipeline", "templates"),
+        loader=jinja2.PackageLoader("pipeline.reporting", "templates"),
         autoescape=True,  # every value from the report is untrusted text
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Iterable, Sequence
 
-from pipeline.report import read_report
+from pipeline.reporting.schema import read_report
 
 #: How many of the slowest units the summary lists.
 SLOWEST = 5

@@ -8,16 +8,10 @@ followed by the content-layer activations.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from typing import Callable
 
-import fsspec
 import keras
 from keras import ops
-
-from transforms.nst.settings import WeightsUnavailable
 
 # ImageNet channel means in BGR order, as `keras.applications.vgg19.preprocess_input` uses them.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -36,16 +30,13 @@ def mobilenet_v3_preprocess(images):
 
 @dataclasses.dataclass(frozen=True)
 class ExtractorSpec:
-    """Which network, which of its layers, and where Keras keeps its ImageNet weights."""
+    """Which network and which of its layers."""
 
     name: str
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
     build: Callable[..., keras.Model]  # build(weights=...) -> the headless application model
     preprocess: Callable  # [0,1] images -> what `build`'s model expects
-    weights_file: str  # file name in $KERAS_HOME/models
-    weights_origin: str
-    weights_md5: str
 
 
 VGG19 = ExtractorSpec(
@@ -54,10 +45,6 @@ VGG19 = ExtractorSpec(
     style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
     build=lambda weights: keras.applications.VGG19(include_top=False, weights=weights),
     preprocess=vgg19_preprocess,
-    weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    weights_origin="https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
-    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    weights_md5="253f8cb515780f3b799900260a226db6",
 )
 
 MOBILENET_V3_LARGE = ExtractorSpec(
@@ -75,10 +62,6 @@ MOBILENET_V3_LARGE = ExtractorSpec(
         input_shape=(None, None, 3), include_top=False, weights=weights, include_preprocessing=True
     ),
     preprocess=mobilenet_v3_preprocess,
-    weights_file="weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-    weights_origin="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
-    "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-    weights_md5="07fb09a5933dd0c8eaafa16978110389",
 )
 
 EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (VGG19, MOBILENET_V3_LARGE)}
@@ -130,66 +113,20 @@ class FeatureExtractor:
         return self.split(self.model(images, training=False))
 
 
-def _keras_models_dir() -> str:
-    """$KERAS_HOME/models, read now (Keras itself reads KERAS_HOME once, at import)."""
-    return os.path.join(os.environ.get("KERAS_HOME") or os.path.expanduser("~/.keras"), "models")
-
-
-def _is_weights_uri(weights: str) -> bool:
-    return weights.endswith(".h5")
-
-
-def ensure_weights_available(name: str = "vgg19", weights: str = "imagenet") -> None:
-    """Driver preflight: fail fast, with one actionable line, before any worker starts.
-
-    "imagenet" lets Keras fetch into its cache if the file is missing there;
-    a .h5 path/URI must exist; "random" needs nothing.
-    """
-    spec = _spec(name)
-    if weights == "random":
-        return
-    if _is_weights_uri(weights):
-        fs, path = fsspec.core.url_to_fs(weights)
-        if not fs.exists(path):
-            raise WeightsUnavailable(f"{spec.name} weights file not found: {weights}")
-        return
-    if weights != "imagenet":
-        raise ValueError(f"weights must be 'imagenet', 'random' or a .h5 path/URI, got {weights!r}")
-    folder = _keras_models_dir()
-    try:
-        keras.utils.get_file(
-            spec.weights_file,
-            spec.weights_origin,
-            cache_dir=os.path.dirname(folder),
-            cache_subdir="models",
-            file_hash=spec.weights_md5,
-        )
-    except Exception as error:  # get_file raises assorted network/hash errors
-        hint = " (offline: run ../shared/tools/stage-vgg19-weights)" if spec.name == "vgg19" else ""
-        raise WeightsUnavailable(
-            f"{spec.name} ImageNet weights missing: put {spec.weights_file} in {folder}/{hint}; "
-            f"download failed: {type(error).__name__}: {error}".splitlines()[0]
-        ) from error
-
-
 def load_extractor(name: str = "vgg19", weights: str = "imagenet") -> FeatureExtractor:
-    """Build the extractor with "imagenet" (Keras cache/download), "random" (seeded, for tests)
-    or a .h5 / .weights.h5 path or fsspec URI (copied locally, loaded with `load_weights`)."""
+    """Build the extractor with "imagenet" (Keras's own cache, downloading there if it can), "random"
+    (seeded, for tests) or a local .h5 / .weights.h5 file (`load_weights`: no pickle). Fetching from
+    other places is the caller's (`pipeline.io.weights`)."""
     spec = _spec(name)
     if weights == "imagenet":
         return FeatureExtractor(spec, spec.build(weights="imagenet"))
     if weights == "random":
         keras.utils.set_random_seed(RANDOM_SEED)
         return FeatureExtractor(spec, spec.build(weights=None))
-    if not _is_weights_uri(weights):
-        raise ValueError(f"weights must be 'imagenet', 'random' or a .h5 path/URI, got {weights!r}")
+    if not weights.endswith(".h5"):
+        raise ValueError(f"weights must be 'imagenet', 'random' or a local .h5 file, got {weights!r}")
     base = spec.build(weights=None)
-    suffix = ".weights.h5" if weights.endswith(".weights.h5") else ".h5"
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "weights" + suffix)
-        with fsspec.open(weights, "rb") as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        base.load_weights(local)
+    base.load_weights(weights)
     return FeatureExtractor(spec, base)
 
 

@@ -8,10 +8,6 @@ import dataclasses
 EXTRACTOR_NAMES = ("mobilenet_v3_large", "vgg19")
 
 
-class WeightsUnavailable(RuntimeError):
-    """The extractor's weights file cannot be found or fetched."""
-
-
 @dataclasses.dataclass(frozen=True)
 class NSTSettings:
     """The seed's hyper-parameters. `max_dim` is the long side callers resize both images to."""

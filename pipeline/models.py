@@ -1,0 +1,65 @@
+"""The frozen feature extractor that the neural methods (nst, feedforward) share, loaded once per
+worker process, and the report columns that say where it computes. This module imports Keras (and so
+TensorFlow, JAX or PyTorch): only the neural methods import it."""
+from __future__ import annotations
+
+import functools
+
+import apache_beam as beam
+import keras
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from pipeline.io.weights import local_weights
+from pipeline.units import NAMESPACE
+from transforms.nst.extractors import load_extractor
+
+
+@functools.lru_cache(maxsize=None)
+def device_name() -> str:
+    """Where the Keras backend computes, for the report: "cpu" or the accelerator's name (asked once
+    per process: it does not change, and every row needs it)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return gpus[0].name if gpus else "cpu"
+    if backend == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return backend
+
+
+def worker_columns(extractor: str) -> dict:
+    """The report columns of a neural unit that only the worker knows."""
+    return dict(extractor=extractor, backend=keras.backend.backend(), device=device_name())
+
+
+class WithSharedExtractor(beam.DoFn):
+    """A step that needs the feature extractor: loaded once per worker process (all threads and steps
+    share it through `handle`, an `apache_beam.utils.shared.Shared`), counted by `extractor_loads`."""
+
+    def __init__(self, handle: shared.Shared, extractor: str, weights: str):
+        self._handle = handle
+        self._extractor_name = extractor
+        self._weights = weights
+        self._loaded_here = False
+
+    def setup(self):
+        def load():
+            self._loaded_here = True
+            return load_extractor(self._extractor_name, local_weights(self._weights))
+
+        self._extractor = self._handle.acquire(load, tag=(self._extractor_name, self._weights))
+
+    def start_bundle(self):
+        # Metrics only count inside bundles, so the load done in setup() is reported here, once.
+        if self._loaded_here:
+            Metrics.counter(NAMESPACE, "extractor_loads").inc()
+            self._loaded_here = False

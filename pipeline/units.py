@@ -1,0 +1,198 @@
+"""The lifecycle of a unit of work, whatever the method: what every unit goes through between its
+manifest entry and its one report row.
+
+A unit is a content image (classical) or a content x style pair (nst, feedforward). Each method's
+steps hold one `UnitContext` and call it for the parts that are the same for every method: the
+base row (ids, URIs, method, worker, the method's fixed columns, params_hash), reading and hashing
+the input, the output's name, the reuse checks (`--skip-existing` sidecars, `--incremental` earlier
+reports), writing the image with its sidecar, and ending the unit as an ok, skipped or error row
+(the error row with its dead-letter record, every row counted in the Beam metrics and the local
+progress). A method module depends on this module and on `pipeline.io`, never on another method.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import socket
+import time
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from pipeline import progress
+from pipeline.errors import UnitError, dead_letter, describe
+from pipeline.io import outputs, storage
+from pipeline.io.manifests import ManifestEntry
+from pipeline.reporting.incremental import earliest, unit_key
+from pipeline.reporting.schema import report_row
+from transforms import images
+
+#: Beam metrics namespace of every counter and distribution.
+NAMESPACE = "toonbeam"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+#: Tagged output of every step that can fail a unit: dead-letter records (dicts).
+DEAD_LETTERS = "dead_letters"
+#: Tagged output of the triage steps: the report rows of units they settled (errors, skipped).
+ROWS = "rows"
+
+
+class Stopwatch:
+    """Adds the seconds spent in each named phase of a unit."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def subject_of(entry: ManifestEntry) -> str:
+    """How a message names an input: its URI, else its id, else its manifest row."""
+    if entry.uri:
+        return entry.uri
+    return f"id {entry.id!r}" if entry.id else f"manifest row {entry.row}"
+
+
+def pair_subject(content: ManifestEntry, style: ManifestEntry) -> str:
+    return f"{subject_of(content)} x {subject_of(style)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What every unit of one run shares, whatever its method (built once, in the driver)."""
+
+    run_id: str
+    output: str
+    read_policy: storage.ReadPolicy = storage.ReadPolicy()
+    max_input_pixels: int = images.DEFAULT_MAX_INPUT_PIXELS
+    skip_existing: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitContext:
+    """One method's view of the run: the unit lifecycle with that method's fixed report columns.
+
+    `columns` are report columns every row of the method carries (classical: preset; nst: extractor,
+    steps, style controls, ...). `params_hash` digests every setting that changes pixels; a method
+    whose hash depends on the worker (NST's precision "auto") sets it there with `with_columns`.
+    """
+
+    run: RunContext
+    method: str
+    columns: dict = dataclasses.field(default_factory=dict)
+    params_hash: str | None = None
+
+    def with_columns(self, params_hash: str | None = None, **columns) -> UnitContext:
+        return dataclasses.replace(
+            self, columns={**self.columns, **columns}, params_hash=params_hash or self.params_hash
+        )
+
+    # -------------------------------------------------------------------------- rows and inputs
+
+    def base(self, content: ManifestEntry, style: ManifestEntry | None = None, style_sha256: str | None = None) -> dict:
+        """The columns every row of this unit has, whatever its end."""
+        row = dict(
+            run_id=self.run.run_id, content_id=content.id, content_uri=content.uri, method=self.method,
+            worker=WORKER, params_hash=self.params_hash, **self.columns,
+        )
+        if style is not None:
+            row.update(style_id=style.id, style_uri=style.uri, style_sha256=style_sha256)
+        return row
+
+    def read(self, entry: ManifestEntry) -> bytes:
+        """The bytes of an input image, within the run's read policy (read once: hashed, then decoded)."""
+        if entry.error:
+            raise UnitError("bad_manifest_row", entry.error)
+        return storage.read_bytes(entry.uri, self.run.read_policy)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return images.decode_image(data, self.run.max_input_pixels)
+
+    def output_uri(self, content_id: str, style_id: str | None = None) -> str:
+        """Deterministic output name from the method and the (sanitised) ids: images/<method>/<content>.png,
+        or images/<method>/<style>/<content>.png (a folder per style, so no two pairs share a name)."""
+        folders = [self.method] if style_id is None else [self.method, storage.safe_name(style_id)]
+        return storage.join_uri(self.run.output, "images", *folders, storage.safe_name(content_id) + ".png")
+
+    def write_image(self, uri: str, rgb: np.ndarray, recipe: str, row: dict) -> None:
+        """The PNG and its completion sidecar (see pipeline.io.outputs), each written atomically."""
+        provenance = {key: row.get(key) for key in outputs.PROVENANCE_KEYS}
+        try:
+            outputs.write_output(uri, images.encode_png(rgb), recipe, rgb.shape[0], rgb.shape[1], provenance)
+        except OSError as exc:
+            raise UnitError("write_error", f"cannot write {uri}: {exc}") from exc
+
+    # ---------------------------------------------------------------------------- work done before
+
+    def completed(self, base: dict, output_uri: str, recipe: str) -> dict | None:
+        """--skip-existing: the "skipped" row when `output_uri` is complete for `recipe` (its sidecar's
+        hashes are reported; null for older sidecars), else None."""
+        if not self.run.skip_existing:
+            return None
+        record = outputs.completed_output(output_uri, recipe)
+        if record is None:
+            return None
+        provenance = {key: record.get(key) for key in outputs.PROVENANCE_KEYS}
+        return self._count(
+            report_row(
+                **{**base, **provenance}, status="skipped", output_uri=output_uri, height=record.get("height"),
+                width=record.get("width"),
+            )
+        )
+
+    def reused(self, base: dict, previous) -> dict | None:
+        """--incremental: the "skipped" row of a unit (`base` has its ids, method and hashes) when an
+        earlier report has a row of the same unit_key, naming that row's image (not copied); else None.
+        `previous` is the multimap side input of earlier rows by content_id (None without --incremental)."""
+        if previous is None:
+            return None
+        key = unit_key(base)
+        matches = [row for row in previous[base["content_id"]] if unit_key(row) == key]
+        if not matches:
+            return None
+        earlier = earliest(matches)
+        Metrics.counter(NAMESPACE, "units_reused").inc()
+        return self._count(
+            report_row(
+                **base, status="skipped", output_uri=earlier["output_uri"], height=earlier["height"],
+                width=earlier["width"],
+            )
+        )
+
+    # ------------------------------------------------------------------------------------ endings
+
+    def ok(self, base: dict, **fields) -> dict:
+        return self._count(report_row(**base, status="ok", **fields))
+
+    def failed(self, base: dict, exc: Exception, seconds_total: float | None, content: ManifestEntry,
+               style: ManifestEntry | None = None, subject: str | None = None, row_tag: str | None = None):
+        """A failed unit: its error row (main output, or `row_tag`) and its dead-letter record.
+        `subject` names the input in the message (default: the content's URI)."""
+        if subject is None:
+            subject = subject_of(content)
+        error_type, message = describe(exc, subject)
+        row = self._count(
+            report_row(**base, status="error", error_type=error_type, error=message, seconds_total=seconds_total)
+        )
+        yield row if row_tag is None else beam.pvalue.TaggedOutput(row_tag, row)
+        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(row, content, style))
+
+    @staticmethod
+    def _count(row: dict) -> dict:
+        Metrics.counter(NAMESPACE, f"units_{row['status']}").inc()
+        progress.record(row["status"])
+        if row["seconds_total"] is not None:
+            Metrics.distribution(NAMESPACE, "unit_ms").update(int(row["seconds_total"] * 1000))
+        return row
