@@ -35,7 +35,7 @@ setuptools.setup(
     description="Batch cartoonization (OpenCV filter and neural style transfer) on Apache Beam",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
-    package_data={"pipeline": ["templates/*.j2"]},
+    package_data={"pipeline.reporting": ["templates/*.j2"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["toonbeam=pipeline.cli:main"]},

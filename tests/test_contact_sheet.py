@@ -63,10 +63,8 @@ class Page(html.parser.HTMLParser):
         ]
 
 
-def write_report(output: pathlib.Path, rows, extra_columns=None):
+def write_report(output: pathlib.Path, rows):
     table = pa.Table.from_pylist(rows, schema=REPORT_SCHEMA)
-    for name, array in (extra_columns or {}).items():
-        table = table.append_column(name, array)
     (output / "report").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, output / "report" / "part-00000-of-00001.parquet")
     return str(output)
@@ -162,10 +160,11 @@ def test_a_moved_output_folder_still_shows_its_images(run_output, tmp_path):
     assert all((moved / urllib.parse.unquote(a["attrs"]["href"])).is_file() for a in page.find("a"))
 
 
-def test_loss_curves_from_the_sidecar(run_output, tmp_path):
+def test_loss_curves_from_the_curves_folder(run_output, tmp_path):
     output = tmp_path / "out"
     shutil.copytree(run_output, output)
-    with open(output / "curves.jsonl", "w") as handle:
+    (output / "curves").mkdir(exist_ok=True)
+    with open(output / "curves" / "curves-00000-of-00001.jsonl", "w") as handle:
         for content in ("astronaut", "coffee"):
             for style in ("pop_art", "stained_glass"):
                 losses = [1000.0 / (1 + i) for i in range(11)]
@@ -219,19 +218,6 @@ def test_missing_images_become_placeholders(tmp_path):
     missing = [m["text"].strip() for m in page.find("div", cls="missing")]
     assert missing.count("image missing") == 3
     assert len(page.find("div", cls="unit")) == 2 and page.find("p", id="no-errors")
-
-
-def test_loss_curve_column_is_drawn_when_present(tmp_path):
-    rows = [
-        report_row(content_id="a", style_id=s, method="nst", status="ok", steps=20, seconds_total=1.0,
-                   height=8, width=8, loss_total=10.0)
-        for s in ("s1", "s2")
-    ]
-    curves = pa.array([[100.0, 50.0, 20.0, 10.0, 10.0], [80.0, 40.0, 30.0, 25.0, 20.0]], pa.list_(pa.float64()))
-    page = Page(render_contact_sheet(write_report(tmp_path, rows, {"loss_curve": curves})))
-    lines = page.find("polyline", cls="curve")
-    assert len(lines) == 2 and "a × s1: 100 → 10" in lines[0]["text"]
-    assert [t["text"] for t in page.find("text") if t["text"] == "20"], "x axis reaches step 20 (5 points, every 5)"
 
 
 def test_an_empty_report_still_makes_a_page(tmp_path):

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.reporting.schema import REPORT_SCHEMA, report_row
-from pipeline.reporting.summary import format_summary, percentile, summarize
+from pipeline.reporting.summary import format_summary, summarize
 
 
 def write_report(output, rows):
@@ -95,10 +95,3 @@ def test_ids_cannot_inject_terminal_escapes_or_lines():
     assert "fake line" not in [line.strip() for line in text.splitlines()]
     assert max(len(line) for line in text.splitlines()) < 200, "long values are cut"
     assert "…" in text
-
-
-def test_percentile_matches_numpy():
-    values = list(np.random.default_rng(0).exponential(2.0, 37))
-    for q in (0, 5, 50, 95, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
-    assert percentile([], 50) is None

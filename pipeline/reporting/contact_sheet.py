@@ -13,10 +13,9 @@ Thumbnails are small JPEG data URIs made with Pillow, so the page has no externa
 inline SVG computed here and drawn by the Jinja2 template: no plotting dependency on the Dataflow
 workers, which install this package too. Everything from the report is escaped by Jinja2 autoescape.
 
-Loss curves come from a `loss_curve` list<float> report column (with an optional `loss_curve_every`
-int column) or from the sidecar OUTPUT/curves.jsonl / OUTPUT/curves/*.jsonl, one JSON object a line:
-{"content_id": str, "style_id": str, "step_every": int, "losses": [float, ...]}, where losses[i] is
-the total loss at optimisation step i * step_every (losses[0]: before the first step).
+Loss curves come from OUTPUT/curves/*.jsonl, one JSON object a line: {"content_id": str,
+"style_id": str, "step_every": int, "losses": [float, ...]}, where losses[i] is the total loss at
+optimisation step i * step_every (losses[0]: before the first step).
 """
 from __future__ import annotations
 
@@ -56,7 +55,6 @@ THUMB_THREADS = 8
 METHOD_COLOURS = {"classical": "#0072B2", "nst": "#D55E00"}
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 
-CURVES_FILE = "curves.jsonl"
 CURVES_GLOB = "curves/*.jsonl"
 
 
@@ -73,10 +71,9 @@ def write_contact_sheet(output: str) -> str:
 
 def render_contact_sheet(output: str, *, loss_curves: list[dict] | None = None) -> str:
     """The page's HTML for the run in OUTPUT. `loss_curves` overrides what is read from OUTPUT (tests)."""
-    table = read_report(output)
-    rows = table.to_pylist()
+    rows = read_report(output).to_pylist()
     if loss_curves is None:
-        loss_curves = read_loss_curves(output, _full_table(output, table))
+        loss_curves = read_loss_curves(output)
     return _template().render(**sheet_model(output, rows, loss_curves))
 
 
@@ -312,45 +309,17 @@ def _thumbnails(wanted: dict) -> dict:
 # ------------------------------------------------------------------------------------ loss curves
 
 
-def _full_table(output: str, table):
-    """The report with any columns beyond REPORT_SCHEMA (read_report projects onto the schema), so a
-    `loss_curve` column shows up as soon as the pipeline writes one."""
-    try:
-        import pyarrow.parquet as pq
-
-        fs, path = fsspec.core.url_to_fs(storage.join_uri(output, "report"))
-        full = pq.read_table(path, filesystem=fs)
-        return full if "loss_curve" in full.column_names else table
-    except Exception:  # noqa: BLE001 - curves are optional
-        return table
-
-
-def read_loss_curves(output: str, table=None) -> list[dict]:
-    """Loss curves of NST units: {content_id, style_id, step_every, losses}, from the report's
-    `loss_curve` column and/or the curves.jsonl sidecar (later records win for the same pair)."""
-    curves = {}
-    if table is not None and "loss_curve" in table.column_names:
-        names = table.column_names
-        for r in table.select([n for n in ("content_id", "style_id", "steps", "loss_curve", "loss_curve_every") if n in names]).to_pylist():
-            losses = r.get("loss_curve") or []
-            if len(losses) < 2:
-                continue
-            every = r.get("loss_curve_every") or max(1, (r.get("steps") or len(losses) - 1) // (len(losses) - 1))
-            curves[(r["content_id"], r["style_id"])] = dict(
-                content_id=r["content_id"], style_id=r["style_id"], step_every=int(every), losses=losses
-            )
-    for record in _sidecar_records(output):
-        curves[(record["content_id"], record["style_id"])] = record
+def read_loss_curves(output: str) -> list[dict]:
+    """Loss curves of NST units, {content_id, style_id, step_every, losses}, from OUTPUT/curves/*.jsonl
+    (one per pair; a later record wins)."""
+    curves = {(record["content_id"], record["style_id"]): record for record in _curve_records(output)}
     return [curves[k] for k in sorted(curves, key=lambda k: (k[0] or "", k[1] or ""))]
 
 
-def _sidecar_records(output: str) -> list[dict]:
+def _curve_records(output: str) -> list[dict]:
     fs, root = fsspec.core.url_to_fs(output)
-    paths = []
     try:
-        if fs.exists(f"{root}/{CURVES_FILE}"):
-            paths.append(f"{root}/{CURVES_FILE}")
-        paths += sorted(fs.glob(f"{root}/{CURVES_GLOB}"))
+        paths = sorted(fs.glob(f"{root}/{CURVES_GLOB}"))
     except Exception as exc:  # noqa: BLE001
         LOG.warning("cannot list loss curves in %s: %s", output, exc)
         return []

@@ -10,6 +10,8 @@ import math
 import re
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from pipeline.reporting.schema import read_report
 
 #: How many of the slowest units the summary lists.
@@ -20,16 +22,6 @@ MAX_CELL = 48
 METHOD_ORDER = ("classical", "nst")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation between ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def method_order(methods: Iterable[str | None]) -> list[str | None]:
@@ -55,8 +47,8 @@ def method_stats(rows: list[dict]) -> list[dict]:
                 ok=sum(r["status"] == "ok" for r in units),
                 error=sum(r["status"] == "error" for r in units),
                 timed=len(seconds),
-                p50=percentile(seconds, 50),
-                p95=percentile(seconds, 95),
+                p50=float(np.percentile(seconds, 50)) if seconds else None,
+                p95=float(np.percentile(seconds, 95)) if seconds else None,
                 max=max(seconds) if seconds else None,
                 total=sum(seconds),
             )
