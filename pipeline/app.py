@@ -95,6 +95,16 @@ def plan_run(argv: list[str]) -> RunPlan:
     return plan
 
 
+def start_frameworks(plan: RunPlan) -> None:
+    """Let the neural methods' framework finish starting (in TensorFlow, the first device query also
+    initialises CUDA or reports that it cannot), so that its start-up output happens here, where the
+    CLI hides it, not in the middle of the run."""
+    if any(cls.neural for cls in plan.method_classes()):
+        from pipeline.models import device_name
+
+        device_name()
+
+
 def _check_previous_reports(spec: str) -> None:
     """An unreadable earlier report stops the run before any work; a glob that matches nothing is the
     first scheduled run's case: no earlier work, and a warning."""

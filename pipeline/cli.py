@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from pipeline.quiet import quiet_startup
 from pipeline.reporting.schema import error_fraction
 
 # Everything that imports Keras is imported inside the commands, after `select_backend` has set
@@ -45,24 +46,26 @@ _EXTRA = {"tensorflow": "gpu", "jax": "jax", "torch": "torch"}
 
 
 def run_command(argv: list[str]) -> int:
-    from pipeline import app, progress
-    from pipeline.io.manifests import ManifestError
-    from pipeline.io.weights import WeightsUnavailable
-    from pipeline.options import help_parser
-    from pipeline.reporting.contact_sheet import write_contact_sheet
-    from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    with quiet_startup(enabled=not debug):
+        from pipeline import app, progress
+        from pipeline.io.manifests import ManifestError
+        from pipeline.io.weights import WeightsUnavailable
+        from pipeline.options import help_parser
+        from pipeline.reporting.contact_sheet import write_contact_sheet
+        from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
 
     # Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
     usage_errors = (app.UsageError, ManifestError, WeightsUnavailable, FileNotFoundError)
     if any(flag in argv for flag in ("-h", "--help")):
         help_parser("toonbeam run").print_help()
         return 0
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     try:
-        plan = app.plan_run(argv)
+        with quiet_startup(enabled=not debug):
+            plan = app.plan_run(argv)
+            app.start_frameworks(plan)
         if plan.toon.dry_run_only:
             print(app.describe_dry_run(plan))
             return 0
@@ -145,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         parser.error(f"unknown command {command!r}")
-    problem = select_backend(rest)
+    debug = "--debug" in rest
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with quiet_startup(enabled=not debug):
+        problem = select_backend(rest)
     if problem:
         print(f"toonbeam: error: {problem}", file=sys.stderr)
         return 2

@@ -19,6 +19,9 @@ def test_quick_preset_then_report_then_help(tmp_path):
     proc = _run("run", "--config", "configs/quick.yaml", "--output", str(out), "--weights", "random", "--steps", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "20 units: 20 ok" in proc.stdout
+    # quiet by default: progress lines only, none of TensorFlow's C++ start-up lines or Beam's import warnings
+    noise = [line for line in proc.stderr.splitlines() if not line.startswith("progress: ")]
+    assert noise == [], noise
     table = pq.read_table(str(out / "report"))
     assert sorted(set(table.column("method").to_pylist())) == ["classical", "nst"]
     assert (out / "index.html").exists()

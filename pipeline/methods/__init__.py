@@ -58,6 +58,8 @@ class Method(beam.PTransform):
 
     #: Whether units are content x style pairs.
     needs_style = False
+    #: Whether the method computes with Keras (and so loads TensorFlow, JAX or PyTorch).
+    neural = False
 
     @classmethod
     def preflight(cls, toon, dry_run: bool) -> None:

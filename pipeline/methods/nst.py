@@ -257,6 +257,7 @@ class NST(Method):
     --style-blend); the loss curves are written under OUTPUT/curves/ on the way."""
 
     needs_style = True
+    neural = True
 
     def __init__(self, units: UnitContext, job: NSTJob, previous=None):
         super().__init__()
