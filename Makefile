@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run-local test bench container run-dataflow run-flink clean
+.PHONY: run-local test test-fast bench container run-dataflow run-flink clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(VENV)/.installed: setup.py
 run-local: $(VENV)/.installed
 	$(PY) -m pipeline run --config configs/quick.yaml
 
+# Every test, the doctests of pipeline/ and transforms/ included (pytest.ini); CI runs this.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
+
+# The fast tier while developing: everything not marked slow.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 # NST speed, ours against the seed's loop (see README "Performance"); e.g. make bench BENCH_ARGS=--quick
 BENCH_ARGS ?=

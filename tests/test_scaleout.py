@@ -4,10 +4,12 @@ import json
 import pathlib
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import yaml
 
+from pipeline.methods import parse_methods
 from pipeline.options import fill_placeholders, help_parser
 from tests.conftest import ROOT
 
@@ -30,11 +32,11 @@ def test_dry_run_builds_every_preset_offline(config):
     assert proc.returncode == 0, proc.stderr
     assert f"runner = {preset['runner']!r}" in proc.stdout
     assert "ReadContent" in proc.stdout and "WriteReport" in proc.stdout
-    method = preset.get("method", "classical")
-    if method in ("classical", "both"):
-        assert "Cartoonize" in proc.stdout
-    if method in ("nst", "both"):
-        assert "StyleTargets" in proc.stdout and "Stylize" in proc.stdout
+    methods = parse_methods(preset.get("method", "classical"))
+    if "classical" in methods:
+        assert "Classical/Cartoonize" in proc.stdout
+    if "nst" in methods:
+        assert "NST/StyleTargets" in proc.stdout and "NST/Stylize" in proc.stdout
 
 
 def test_dry_run_shows_the_earlier_reports_step():
@@ -78,8 +80,21 @@ def test_schedule_example_is_valid_python():
     ast.parse((ROOT / "configs" / "airflow_dag.py").read_text())
 
 
-def test_setup_py_declares_worker_packages_and_extras():
-    text = (ROOT / "setup.py").read_text()
-    for extra in ('"gcp"', '"aws"', '"gpu"', '"jax"', '"torch"'):
-        assert extra in text
-    assert "pipeline" in text and "transforms" in text
+def test_the_worker_package_has_every_module_the_template_and_the_extras(tmp_path):
+    """What Dataflow workers install from setup.py: the wheel holds every module of pipeline/ and
+    transforms/ and the contact sheet's template, and declares the extras the README names."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    wheel, = tmp_path.glob("toonbeam-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    sources = {str(path.relative_to(ROOT)) for folder in ("pipeline", "transforms") for path in (ROOT / folder).rglob("*.py")}
+    assert sources - names == set()
+    assert "pipeline/reporting/templates/contact_sheet.html.j2" in names
+    extras = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Provides-Extra: ")}
+    assert {"gcp", "aws", "gpu", "jax", "torch"} <= extras
+    assert "Requires-Dist: apache-beam" in metadata and "Requires-Dist: tensorflow" in metadata
