@@ -61,6 +61,18 @@ class Method(beam.PTransform):
     #: Whether the method computes with Keras (and so loads TensorFlow, JAX or PyTorch).
     neural = False
 
+    def __init__(self, units, settings, previous=None):
+        """`units`: the method's UnitContext; `settings`: what its steps compute with; `previous`: the
+        --incremental side input of earlier rows by content_id (None without --incremental)."""
+        super().__init__()
+        self.units = units
+        self.settings = settings
+        self.previous = previous
+
+    def previous_side_input(self) -> dict:
+        """The keyword side input of the compute steps: {"previous": ...} with --incremental, else {}."""
+        return {} if self.previous is None else {"previous": self.previous}
+
     @classmethod
     def preflight(cls, toon, dry_run: bool) -> None:
         """Raise ValueError (a one-line usage error) when the run cannot work. `dry_run`: only what

@@ -84,13 +84,8 @@ class CartoonizeFn(beam.DoFn):
 
 
 class Classical(Method):
-    """{"contents"} -> {"rows", "dead_letters"}: the filter once per content image."""
-
-    def __init__(self, units: UnitContext, params: CartoonParams, previous=None):
-        super().__init__()
-        self._units = units
-        self._params = params
-        self._previous = previous
+    """{"contents"} -> {"rows", "dead_letters"}: the filter once per content image (settings: the
+    CartoonParams)."""
 
     @classmethod
     def from_options(cls, run: RunContext, toon, previous=None) -> Classical:
@@ -99,12 +94,11 @@ class Classical(Method):
         return cls(units, params, previous)
 
     def expand(self, inputs):
-        side = {"previous": self._previous} if self._previous is not None else {}
-        triaged = inputs["contents"] | "Triage" >> beam.ParDo(TriageFn(self._units, self._params)).with_outputs(
+        triaged = inputs["contents"] | "Triage" >> beam.ParDo(TriageFn(self.units, self.settings)).with_outputs(
             ROWS, DEAD_LETTERS, main="todo"
         )
         cartoons = triaged.todo | "Cartoonize" >> beam.ParDo(
-            CartoonizeFn(self._units, self._params), **side
+            CartoonizeFn(self.units, self.settings), **self.previous_side_input()
         ).with_outputs(DEAD_LETTERS, main="rows")
         return {
             "rows": (triaged[ROWS], cartoons.rows) | "Rows" >> beam.Flatten(),

@@ -254,16 +254,10 @@ class StylizeFn(WithSharedExtractor):
 
 class NST(Method):
     """{"contents", "styles"} -> {"rows", "dead_letters"}: every content x style pair (or content x the
-    --style-blend); the loss curves are written under OUTPUT/curves/ on the way."""
+    --style-blend); the loss curves are written under OUTPUT/curves/ on the way (settings: an NSTJob)."""
 
     needs_style = True
     neural = True
-
-    def __init__(self, units: UnitContext, job: NSTJob, previous=None):
-        super().__init__()
-        self._units = units
-        self._job = job
-        self._previous = previous
 
     @classmethod
     def preflight(cls, toon, dry_run: bool) -> None:
@@ -298,7 +292,7 @@ class NST(Method):
         return contents if toon.style_blend else contents * styles
 
     def expand(self, inputs):
-        units, job = self._units, self._job
+        units, job = self.units, self.settings
         handle = shared.Shared()
         style_entries = inputs["styles"]
         styles = style_entries | "StyleTargets" >> beam.ParDo(StyleTargetsFn(units, handle, job))
@@ -308,9 +302,8 @@ class NST(Method):
         triaged = inputs["contents"] | "TriagePairs" >> beam.ParDo(
             PairTriageFn(units, job.recipe, job.on_worker), styles=beam.pvalue.AsList(style_entries)
         ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
-        side = {"previous": self._previous} if self._previous is not None else {}
         stylized = triaged.todo | "Stylize" >> beam.ParDo(
-            StylizeFn(units, handle, job), styles=beam.pvalue.AsList(styles), **side
+            StylizeFn(units, handle, job), styles=beam.pvalue.AsList(styles), **self.previous_side_input()
         ).with_outputs(DEAD_LETTERS, CURVES, main="rows")
         _ = stylized[CURVES] | "WriteLossCurves" >> WriteLossCurves(units.run.output)
         return {
