@@ -10,7 +10,7 @@ import keras
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pipeline.io.weights import local_weights
+from pipeline.io.weights import check_weights_flag, ensure_weights_available, local_weights
 from pipeline.units import NAMESPACE
 from transforms.nst.extractors import load_extractor
 
@@ -34,6 +34,23 @@ def device_name() -> str:
 
         return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return backend
+
+
+def check_neural_options(toon, dry_run: bool) -> None:
+    """The driver's checks that every neural method needs (ValueError: one line for the user): the
+    backend Keras was imported with, the --weights value and, unless `dry_run`, that the weights are
+    there (WeightsUnavailable otherwise)."""
+    if toon.backend and toon.backend != keras.backend.backend():
+        raise ValueError(
+            f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
+            f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
+        )
+    try:
+        check_weights_flag(toon.weights)
+    except ValueError as exc:
+        raise ValueError(f"--weights: {exc}") from None
+    if not dry_run:
+        ensure_weights_available(toon.extractor, toon.weights)
 
 
 def worker_columns(extractor: str) -> dict:

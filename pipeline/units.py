@@ -101,11 +101,13 @@ class UnitContext:
 
     # -------------------------------------------------------------------------- rows and inputs
 
-    def base(self, content: ManifestEntry, style: ManifestEntry | None = None, style_sha256: str | None = None) -> dict:
-        """The columns every row of this unit has, whatever its end."""
+    def base(self, content: ManifestEntry | None, style: ManifestEntry | None = None,
+             style_sha256: str | None = None) -> dict:
+        """The columns every row of this unit has, whatever its end (no content: a unit of a style alone,
+        such as training a feed-forward network)."""
         row = dict(
-            run_id=self.run.run_id, content_id=content.id, content_uri=content.uri, method=self.method,
-            worker=WORKER, params_hash=self.params_hash, **self.columns,
+            run_id=self.run.run_id, content_id=content and content.id, content_uri=content and content.uri,
+            method=self.method, worker=WORKER, params_hash=self.params_hash, **self.columns,
         )
         if style is not None:
             row.update(style_id=style.id, style_uri=style.uri, style_sha256=style_sha256)
@@ -145,11 +147,8 @@ class UnitContext:
         if record is None:
             return None
         provenance = {key: record.get(key) for key in outputs.PROVENANCE_KEYS}
-        return self._count(
-            report_row(
-                **{**base, **provenance}, status="skipped", output_uri=output_uri, height=record.get("height"),
-                width=record.get("width"),
-            )
+        return self.skipped(
+            {**base, **provenance}, output_uri=output_uri, height=record.get("height"), width=record.get("width")
         )
 
     def reused(self, base: dict, previous) -> dict | None:
@@ -164,28 +163,29 @@ class UnitContext:
             return None
         earlier = earliest(matches)
         Metrics.counter(NAMESPACE, "units_reused").inc()
-        return self._count(
-            report_row(
-                **base, status="skipped", output_uri=earlier["output_uri"], height=earlier["height"],
-                width=earlier["width"],
-            )
-        )
+        return self.skipped(base, output_uri=earlier["output_uri"], height=earlier["height"], width=earlier["width"])
 
     # ------------------------------------------------------------------------------------ endings
 
     def ok(self, base: dict, **fields) -> dict:
         return self._count(report_row(**base, status="ok", **fields))
 
-    def failed(self, base: dict, exc: Exception, seconds_total: float | None, content: ManifestEntry,
-               style: ManifestEntry | None = None, subject: str | None = None, row_tag: str | None = None):
-        """A failed unit: its error row (main output, or `row_tag`) and its dead-letter record.
-        `subject` names the input in the message (default: the content's URI)."""
-        if subject is None:
-            subject = subject_of(content)
+    def skipped(self, base: dict, **fields) -> dict:
+        """Done before (--skip-existing, --incremental, a model reused): nothing computed."""
+        return self._count(report_row(**base, status="skipped", **fields))
+
+    def error(self, base: dict, exc: Exception, seconds_total: float | None, subject: str) -> dict:
+        """The error row of a unit; `subject` names the input in the message."""
         error_type, message = describe(exc, subject)
-        row = self._count(
+        return self._count(
             report_row(**base, status="error", error_type=error_type, error=message, seconds_total=seconds_total)
         )
+
+    def failed(self, base: dict, exc: Exception, seconds_total: float | None, content: ManifestEntry,
+               style: ManifestEntry | None = None, subject: str | None = None, row_tag: str | None = None):
+        """A failed unit of a content image: its error row (main output, or `row_tag`) and its dead-letter
+        record. `subject` names the input in the message (default: the content's URI)."""
+        row = self.error(base, exc, seconds_total, subject_of(content) if subject is None else subject)
         yield row if row_tag is None else beam.pvalue.TaggedOutput(row_tag, row)
         yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(row, content, style))
 

@@ -273,6 +273,12 @@ async def _read_body(response, uri: str, policy: ReadPolicy) -> bytes:
     return b"".join(chunks)
 
 
+def exists(uri: str) -> bool:
+    """Whether `uri` names an existing file or folder (never raises for a missing one)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
 def write_atomic(uri: str, data: bytes) -> None:
     """Write so that `uri` either does not exist or holds all of `data`, even if the worker is killed.
 

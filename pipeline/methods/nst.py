@@ -18,9 +18,8 @@ from pipeline.errors import UnitError, classify
 from pipeline.io import outputs
 from pipeline.io.manifests import ManifestEntry
 from pipeline.io.sinks import WriteLossCurves
-from pipeline.io.weights import check_weights_flag, ensure_weights_available
 from pipeline.methods import Method
-from pipeline.models import WithSharedExtractor, worker_columns
+from pipeline.models import WithSharedExtractor, check_neural_options, worker_columns
 from pipeline.options import nst_settings
 from pipeline.pairs import BlendStyles, PairTriageFn, StyleTargets, pending_styles
 from pipeline.units import (
@@ -261,20 +260,10 @@ class NST(Method):
 
     @classmethod
     def preflight(cls, toon, dry_run: bool) -> None:
-        if toon.backend and toon.backend != keras.backend.backend():
-            raise ValueError(
-                f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
-                f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
-            )
+        check_neural_options(toon, dry_run)
         check_settings(nst_settings(toon))
         if toon.style_blend:
             controls.parse_style_blend(toon.style_blend)
-        try:
-            check_weights_flag(toon.weights)
-        except ValueError as exc:
-            raise ValueError(f"--weights: {exc}") from None
-        if not dry_run:
-            ensure_weights_available(toon.extractor, toon.weights)
 
     @classmethod
     def from_options(cls, run: RunContext, toon, previous=None) -> NST:
