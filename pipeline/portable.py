@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m pipeline.portable run [toonbeam run flags] (with --config configs/portable-local.yaml)",
               file=sys.stderr)
         return 2
+    # SDK workers take KERAS_BACKEND from the services' environment: set it from --backend first (a
+    # problem with the flag is `toonbeam run`'s to report)
+    cli.select_backend(argv[1:])
     with local_services() as services:
         os.environ.update(services.environ())
         return cli.main(argv)

@@ -8,6 +8,7 @@ import pathlib
 import typing
 
 import apache_beam as beam
+import keras
 import numpy as np
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
@@ -15,6 +16,7 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import app, units
+from pipeline.methods.nst import NSTJob
 from pipeline.reporting.schema import read_report
 from tests.conftest import ROOT, small_png
 
@@ -152,3 +154,13 @@ def test_portable_metrics_equal_the_direct_runners(runs):
     assert {k: v for k, v in direct_counters.items() if k != "extractor_loads"} == units_counters
     timed = sum(seconds is not None for seconds in report.column("seconds_total").to_pylist())
     assert distributions == direct_distributions == {"unit_ms": timed}
+
+
+def test_a_worker_on_another_keras_backend_than_the_runs_refuses_to_compute():
+    # a worker takes its backend from KERAS_BACKEND when it starts, not from the run's --backend
+    ours = keras.backend.backend()
+    other = "jax" if ours != "jax" else "tensorflow"
+    nst_units = units.UnitContext(units.RunContext("r1", "out"), "nst")
+    with pytest.raises(RuntimeError, match=f"--backend {other}, but Keras on this worker uses {ours}"):
+        NSTJob(backend=other).on_worker(nst_units)
+    assert NSTJob(backend=ours).on_worker(nst_units).columns["backend"] == ours
