@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run-local test test-fast bench container run-dataflow run-flink clean
+.PHONY: run-local test test-fast bench run-portable container run-dataflow run-flink clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test-fast: $(VENV)/.installed
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
 	$(PY) bench/nst_bench.py $(BENCH_ARGS)
+
+# The samples through Beam's portable runner with 2 SDK worker processes (the Flink / Dataflow Runner v2
+# worker contract, on this machine): starts a job service and a worker pool on free loopback ports, runs,
+# stops them. See configs/portable-local.yaml; e.g. make run-portable PORTABLE_ARGS="--content C --output O".
+PORTABLE_ARGS ?= --content samples/content --style samples/style --output out/portable --method both \
+	--preset comic --steps 50 --max_dim 128
+run-portable: $(VENV)/.installed
+	$(PY) -m pipeline.portable run --config configs/portable-local.yaml $(PORTABLE_ARGS)
 
 # Scale-out (see README "Runners"): IMAGE is the worker container; CONTENT, STYLE and OUTPUT are URIs.
 IMAGE ?= toonbeam-worker:latest

@@ -53,6 +53,17 @@ def check_neural_options(toon, dry_run: bool) -> None:
         ensure_weights_available(toon.extractor, toon.weights)
 
 
+def check_worker_backend(requested: str | None) -> None:
+    """Refuse to compute on another Keras backend than the run's --backend. A worker process picks its
+    backend from KERAS_BACKEND when it starts (a remote worker from its container's environment), not
+    from the run's options, so a mismatch would otherwise go unnoticed but in the report's column."""
+    if requested and requested != keras.backend.backend():
+        raise RuntimeError(
+            f"--backend {requested}, but Keras on this worker uses {keras.backend.backend()}: "
+            f"start the SDK workers with KERAS_BACKEND={requested}"
+        )
+
+
 def worker_columns(extractor: str) -> dict:
     """The report columns of a neural unit that only the worker knows."""
     return dict(extractor=extractor, backend=keras.backend.backend(), device=device_name())

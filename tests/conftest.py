@@ -44,3 +44,13 @@ def small_png(seed: int, size=(40, 56)) -> bytes:
 
 def sample_photo(name: str) -> np.ndarray:
     return decode_image((SAMPLES / "content" / name).read_bytes())
+
+
+@pytest.fixture(scope="session")
+def portable_services():
+    """A job service and an SDK worker pool on loopback ports (pipeline.portable), for runs with
+    `--config configs/portable-local.yaml` once their endpoints are in the environment."""
+    from pipeline import portable
+
+    with portable.local_services() as services:
+        yield services

@@ -19,7 +19,7 @@ from pipeline.io import outputs
 from pipeline.io.manifests import ManifestEntry
 from pipeline.io.sinks import WriteLossCurves
 from pipeline.methods import Method
-from pipeline.models import WithSharedExtractor, check_neural_options, worker_columns
+from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
 from pipeline.options import nst_settings
 from pipeline.pairs import BlendStyles, PairTriageFn, StyleTargets, pending_styles
 from pipeline.units import (
@@ -57,13 +57,15 @@ NST_MIN_SIDE = 16
 
 @dataclasses.dataclass(frozen=True)
 class NSTJob:
-    """What an NST run computes with: the extractor and its weights, the settings, the batch."""
+    """What an NST run computes with: the extractor and its weights, the settings, the batch, the Keras
+    backend that --backend asked for (None: the workers' own)."""
 
     extractor: str = "vgg19"
     weights: str = "imagenet"
     settings: NSTSettings = NSTSettings()
     batch_size: int = BATCH_SIZE
     style_blend: str | None = None
+    backend: str | None = None
 
     def pixel_settings(self) -> NSTSettings:
         """The settings with their "auto" values resolved as `stylize` resolves them on this worker
@@ -83,6 +85,7 @@ class NSTJob:
 
     def on_worker(self, units: UnitContext) -> UnitContext:
         """`units` with what only a worker knows: the resolved params_hash, backend and device."""
+        check_worker_backend(self.backend)
         return units.with_columns(self.params_hash(), **worker_columns(self.extractor))
 
     def recipe(self, content: ManifestEntry, style: ManifestEntry) -> str:
@@ -268,7 +271,7 @@ class NST(Method):
     @classmethod
     def from_options(cls, run: RunContext, toon, previous=None) -> NST:
         settings = nst_settings(toon)
-        job = NSTJob(toon.extractor, toon.weights, settings, BATCH_SIZE, toon.style_blend)
+        job = NSTJob(toon.extractor, toon.weights, settings, BATCH_SIZE, toon.style_blend, toon.backend)
         columns = dict(
             extractor=toon.extractor, steps=settings.steps, seed=settings.seed, init=settings.init,
             style_strength=settings.style_strength, preserve_colors=settings.preserve_colors,
