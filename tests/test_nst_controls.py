@@ -184,10 +184,10 @@ def test_high_res_output_is_the_original_size_and_refined(random_vgg):
     assert result.images.shape == (1, *original.shape) and result.images.dtype == np.float32
     assert 0 <= result.images.min() and result.images.max() <= 1 and np.isfinite(result.losses[0]["total"])
     # Not a plain upscale: without refinement steps the pyramid is exactly the upscaled base result.
-    base = stylize(random_vgg, controls.resize01(original, (43, 64)),
-                   content_targets(random_vgg, controls.resize01(original, (43, 64))), grams, settings).images[0]
+    base = stylize(random_vgg, images.resize(original, (43, 64)),
+                   content_targets(random_vgg, images.resize(original, (43, 64))), grams, settings).images[0]
     plain = stylize_high_res(random_vgg, original, grams, NSTSettings(**{**settings.__dict__, "refine_steps": 0}))
-    np.testing.assert_allclose(plain.images[0], controls.resize01(controls.resize01(base, (65, 98)), (100, 150)),
+    np.testing.assert_allclose(plain.images[0], images.resize(images.resize(base, (65, 98)), (100, 150)),
                                atol=1e-6)
     assert np.abs(result.images[0] - plain.images[0]).mean() > 1e-3
     capped = stylize_high_res(random_vgg, original, grams, NSTSettings(steps=2, max_dim=64, output_size="120",

@@ -16,7 +16,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from transforms.images import ImageTooLarge
+from transforms.images import ImageTooLarge, resize, scaled_shape
 
 INITS = ("content", "noise", "blend")
 #: init="blend": (1 - r) * content + r * uniform noise, with this r.
@@ -152,9 +152,7 @@ def preserve_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     only chroma change left is where L* + the content's a*, b* leaves the sRGB gamut (clipped).
     """
     stylized = np.asarray(stylized, np.float32)
-    content = np.asarray(content, np.float32)
-    if content.shape[:2] != stylized.shape[:2]:
-        content = cv2.resize(content, (stylized.shape[1], stylized.shape[0]), interpolation=cv2.INTER_AREA)
+    content = resize(np.asarray(content, np.float32), stylized.shape[:2])
     lab = _lab(content)
     lab[..., 0] = _lab(stylized)[..., 0]
     return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0.0, 1.0).astype(np.float32)
@@ -179,15 +177,6 @@ def parse_output_size(value: str) -> str | int:
     if text.isdigit() and int(text) >= 32:
         return int(text)
     raise ValueError(f"output_size must be 'max_dim', 'original' or a long side in pixels >= 32, got {value!r}")
-
-
-def scaled_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(height, width) scaled so that the long side is `long_side`, rounded as
-    `images.resize_to_max_dim` rounds."""
-    scale = long_side / max(height, width)
-    if scale == 1:
-        return int(height), int(width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def output_shape(height: int, width: int, settings) -> tuple[int, int]:
@@ -286,14 +275,3 @@ def images_that_fit(height: int, width: int, batch: int, max_memory_gb: float, p
             return n
     return 1
 
-
-def resize01(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A float [H,W,3] image in [0,1] resized to shape (height, width): area averaging to shrink,
-    bicubic to enlarge (clipped back to [0,1]); unchanged when already that size."""
-    image = np.asarray(image, np.float32)
-    height, width = int(shape[0]), int(shape[1])
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = height * width < image.shape[0] * image.shape[1]
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)

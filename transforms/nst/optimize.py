@@ -20,6 +20,7 @@ import logging
 import numpy as np
 from keras import ops
 
+from transforms.images import resize
 from transforms.nst import backends, controls
 from transforms.nst.extractors import FeatureExtractor
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, total_variation
@@ -403,22 +404,22 @@ def stylize_high_res(extractor, original, style_targets_batch, settings=NSTSetti
 
 
 def _high_res_chunk(extractor, original, shapes, style_targets_batch, settings, pair_ids) -> NSTResult:
-    base = controls.resize01(original, shapes[0])
+    base = resize(original, shapes[0])
     grams = _stacked_grams(style_targets_batch)
     start = _start_images(base, settings, len(style_targets_batch), pair_ids)
     images = _optimise(extractor, base[None], content_targets(extractor, base), grams, settings, start)
     for level, shape in enumerate(shapes[1:] if not _keeps_content(settings) else [], start=1):
-        upsampled = np.stack([controls.resize01(image, shape) for image in ops.convert_to_numpy(images)])
+        upsampled = np.stack([resize(image, shape) for image in ops.convert_to_numpy(images)])
         images = ops.convert_to_tensor(upsampled)
         steps = controls.refine_steps_at(level, settings)
         if steps > 0:
-            targets = _tensors(content_targets(extractor, controls.resize01(original, shape)))
+            targets = _tensors(content_targets(extractor, resize(original, shape)))
             images = _run(extractor, settings, images, steps, targets, grams)
     out_shape = controls.output_shape(*original.shape[:2], settings)
     if _keeps_content(settings):
         images = np.repeat(original[None], len(style_targets_batch), axis=0)
-    final = np.stack([controls.resize01(image, out_shape) for image in ops.convert_to_numpy(images)])
-    content = controls.resize01(original, out_shape)
+    final = np.stack([resize(image, out_shape) for image in ops.convert_to_numpy(images)])
+    content = resize(original, out_shape)
     if settings.preserve_colors:
         final = np.stack([controls.preserve_colors(image, content) for image in final])
     losses = evaluate_losses(extractor, final, content_targets(extractor, content), style_targets_batch, settings)
