@@ -103,7 +103,7 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     averaging to shrink (no aliasing), bicubic to enlarge; floats are clipped back to [0,1] (bicubic
     overshoots) and keep their dtype. An image already that size is returned as is.
 
-    >>> resize(np.zeros((4, 6, 3), np.uint8), (2, 3)).shape, resize(np.ones((2, 2, 3), np.float32), (5, 5)).max()
+    >>> resize(np.zeros((4, 6, 3), np.uint8), (2, 3)).shape, float(resize(np.ones((2, 2, 3), np.float32), (5, 5)).max())
     ((2, 3, 3), 1.0)
     """
     height, width = int(shape[0]), int(shape[1])
@@ -120,7 +120,7 @@ def scaled_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(height, width) scaled so that the long side is `long_side`, keeping the aspect ratio.
 
     >>> scaled_shape(3000, 4000, 512), scaled_shape(100, 50, 200), scaled_shape(10, 20, 20)
-    ((384, 512), (400, 200), (10, 20))
+    ((384, 512), (200, 100), (10, 20))
     """
     scale = long_side / max(height, width)
     if scale == 1:
