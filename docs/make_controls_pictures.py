@@ -23,7 +23,7 @@ import numpy as np
 from skimage import metrics
 
 from transforms import images
-from transforms.nst import controls
+from transforms.nst import controls, pyramid
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import NSTSettings, content_targets, style_targets, stylize, stylize_high_res
 
@@ -111,8 +111,8 @@ def main() -> None:
     small = images.resize_to_max_dim(photo, args.max_dim)
     settings = NSTSettings(**{**base.__dict__, "output_size": "original", "refine_steps": args.refine_steps})
     print(f"pyramid levels for {photo.shape[1]}x{photo.shape[0]}: "
-          f"{[f'{w}x{hh}' for hh, w in controls.pyramid_shapes(*photo.shape[:2], settings)]}, refine steps "
-          f"{[controls.refine_steps_at(k, settings) for k in (1, 2)]}")
+          f"{[f'{w}x{hh}' for hh, w in pyramid.refinement_shapes(*photo.shape[:2], settings)]}, refine steps "
+          f"{[pyramid.refine_steps_at(k, settings) for k in (1, 2)]}")
     t0 = time.perf_counter()
     plain = stylize(vgg, small, content_targets(vgg, small), [pop_grams], base).images[0]
     t1 = time.perf_counter()

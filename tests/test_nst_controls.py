@@ -163,19 +163,6 @@ def test_strength_scales_the_style_and_tv_terms_not_the_content(random_vgg):
 # --- high resolution ------------------------------------------------------------------------
 
 
-def test_output_shapes_and_pyramid():
-    s = NSTSettings(max_dim=512, output_size="original", max_output_dim=2048)
-    assert controls.output_shape(3000, 4000, NSTSettings()) == (384, 512)
-    assert controls.output_shape(3000, 4000, s) == (1536, 2048)  # capped
-    assert controls.output_shape(768, 1024, s) == (768, 1024)  # the original size
-    assert controls.output_shape(768, 1024, NSTSettings(output_size="800")) == (600, 800)
-    assert controls.output_shape(300, 400, NSTSettings(output_size="800")) == (300, 400)  # never above the photo
-    assert controls.pyramid_shapes(1536, 2048, s) == [(384, 512), (768, 1024), (1536, 2048)]
-    assert controls.pyramid_shapes(600, 800, s) == [(384, 512), (600, 800)]
-    assert controls.pyramid_shapes(300, 400, s) == [(384, 512)]  # optimised at max_dim, then downscaled
-    assert [controls.refine_steps_at(k, NSTSettings(refine_steps=100)) for k in (1, 2, 3)] == [100, 50, 25]
-
-
 def test_high_res_output_is_the_original_size_and_refined(random_vgg):
     original = _photo("coffee.png", 150)  # 100 x 150, a stand-in for a large photo
     grams = [style_targets(random_vgg, _photo("pop_art.png", 64, "style"))]
