@@ -67,6 +67,12 @@ def parse_output_size(value: str) -> str | int:
     raise ValueError(f"output_size must be 'max_dim', 'original' or a long side in pixels >= 32, got {value!r}")
 
 
+def is_high_res(settings: NSTSettings) -> bool:
+    """Whether the output is asked at another size than the max_dim result (original or N): the photo
+    is then kept at its own size, and `stylize_high_res` refines above max_dim what it needs to."""
+    return parse_output_size(settings.output_size) != "max_dim"
+
+
 def check_settings(settings: NSTSettings) -> NSTSettings:
     """`settings` unchanged, or a ValueError naming the first bad field (call it in the driver to
     fail before any work; `stylize` and `stylize_high_res` call it too)."""
