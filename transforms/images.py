@@ -98,10 +98,14 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+#: How `resize` enlarges: bicubic is the sharper (the default); bilinear never overshoots.
+ENLARGE = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR}
+
+
+def resize(image: np.ndarray, shape: tuple[int, int], enlarge: str = "bicubic") -> np.ndarray:
     """[H,W,C] uint8 or float image at shape (height, width), the one resize of Toonbeam: area
-    averaging to shrink (no aliasing), bicubic to enlarge; floats are clipped back to [0,1] (bicubic
-    overshoots) and keep their dtype. An image already that size is returned as is.
+    averaging to shrink (no aliasing), `enlarge` (an ENLARGE key) to enlarge; floats are clipped back
+    to [0,1] (bicubic overshoots) and keep their dtype. An image already that size is returned as is.
 
     >>> resize(np.zeros((4, 6, 3), np.uint8), (2, 3)).shape, float(resize(np.ones((2, 2, 3), np.float32), (5, 5)).max())
     ((2, 3, 3), 1.0)
@@ -110,7 +114,7 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     shrink = height * width < image.shape[0] * image.shape[1]
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else ENLARGE[enlarge])
     if np.issubdtype(image.dtype, np.floating):
         return np.clip(resized, 0.0, 1.0).astype(image.dtype, copy=False)
     return resized

@@ -6,10 +6,11 @@ One step (shared keras.ops; only the gradient and the compiler are per backend, 
     g      = d sum_b(loss_b) / d images             = each image's own gradient
     images = clip(adam_update(images, g), 0, 1)     (or an L-BFGS step: optimizers.py)
 
-All `steps` run inside one compiled call (compiled.py), so Python dispatches once per scale, not
-once per step. Options (NSTSettings): `precision` (bfloat16 features, float32 image and losses),
-`optimizer` (adam | lbfgs), `scales` (coarse-to-fine, pyramid.py), `jit_compile` (XLA on
-TensorFlow). Final losses are always evaluated in float32.
+A run walks the levels of its plan (pyramid.py: the `scales` below max_dim, refinement above it
+for `output_size`); all the steps of a level run inside one compiled call (compiled.py), so Python
+dispatches once per level. Final losses are always evaluated in float32.
+
+`stylize` optimises a content at its own size, `stylize_high_res` a photo to `output_size`.
 """
 from __future__ import annotations
 
@@ -44,11 +45,11 @@ class NSTResult:
     curves: list[list[float]] | None = None
 
 
-def _as_batch(image, batch: int):
+def _as_image(image) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected one [H,W,3] image, got shape {image.shape}")
-    return np.repeat(image[None], batch, axis=0)
+    return image
 
 
 def _stacked_grams(style_targets_batch):
@@ -62,13 +63,13 @@ def _tensors(arrays):
 
 def style_targets(extractor: FeatureExtractor, style_image: np.ndarray) -> list[np.ndarray]:
     """Gram matrices ([C,C] float32, one per style layer) of one [H,W,3] image in [0,1]."""
-    style_features, _ = extractor(_as_batch(style_image, 1))
+    style_features, _ = extractor(_as_image(style_image)[None])
     return [ops.convert_to_numpy(gram_matrix(f))[0] for f in style_features]
 
 
 def content_targets(extractor: FeatureExtractor, content_image: np.ndarray) -> list[np.ndarray]:
     """Content-layer activations ([h,w,C] float32, one per content layer) of one image."""
-    _, content_features = extractor(_as_batch(content_image, 1))
+    _, content_features = extractor(_as_image(content_image)[None])
     return [ops.convert_to_numpy(f)[0] for f in content_features]
 
 
@@ -81,11 +82,31 @@ def evaluate_losses(extractor, images, content_targets, style_targets_batch, set
     return [{name: float(value[b]) for name, value in terms.items()} for b in range(len(style_targets_batch))]
 
 
-def _start_images(content: np.ndarray, settings: NSTSettings, batch: int, pair_ids) -> np.ndarray | None:
+def _targets_at(extractor, photo, shape, known=None):
+    """Content targets of `photo` resized to `shape`; `known`, the targets of `photo` itself when the
+    caller has them, at its own size."""
+    if known is not None and tuple(shape) == photo.shape[:2]:
+        return known
+    return content_targets(extractor, resize(photo, shape))
+
+
+def _optimise(extractor, photo, plan: pyramid.Plan, grams, settings, images, curves=None, targets=None):
+    """The step loop: `images` [B,h,w,3] at `plan.start` through each level of `plan`, resized to the
+    level, optimised towards the content targets of `photo` at that size (`targets`: see `_targets_at`)
+    from fresh optimiser state. The style `grams` (stacked [B,C,C] per layer) serve every level: they
+    are averages over locations. Returns the images at the last level, [B,H,W,3] numpy."""
+    for level in plan.levels:
+        images = np.stack([resize(image, level.shape, level.enlarge) for image in images])
+        if level.steps > 0:
+            level_targets = _tensors(_targets_at(extractor, photo, level.shape, targets))
+            images = ops.convert_to_numpy(run_optimizer(
+                extractor, settings, ops.convert_to_tensor(images), level.steps, level_targets, grams, curves))
+    return images
+
+
+def _start_images(content: np.ndarray, settings: NSTSettings, batch: int, pair_ids) -> np.ndarray:
     """[B,H,W,3] starting images, image b seeded by `controls.pair_seed(settings.seed, *pair_ids[b])`
-    (all by `pair_seed(settings.seed)` without ids); None for init="content" (the seed's path)."""
-    if settings.init == "content":
-        return None
+    (all by `pair_seed(settings.seed)` without ids); B copies of `content` for init="content"."""
     if pair_ids is not None and len(pair_ids) != batch:
         raise ValueError(f"{batch} styles but {len(pair_ids)} pair ids")
     ids = [tuple(i) if isinstance(i, (tuple, list)) else (i,) for i in pair_ids] if pair_ids is not None \
@@ -101,43 +122,39 @@ def _keeps_content(settings: NSTSettings) -> bool:
     return settings.style_strength == 0 and settings.init == "content"
 
 
-def _optimise(extractor, content, content_targets, grams, settings: NSTSettings, start=None, curves=None):
-    """The `scales` loop of `stylize`: content [1,H,W,3], grams stacked [B,C,C] per layer, start
-    [B,H,W,3] or None (B copies of the content). Returns the optimised [B,H,W,3] tensor (and fills
-    `curves`, see `optimizers.run_optimizer`)."""
-    height, width = content.shape[1:3]
-    batch = ops.shape(grams[0])[0]
-    if _keeps_content(settings) and start is None:
-        return ops.repeat(ops.convert_to_tensor(content), batch, axis=0)
-    images = None
-    for scale, steps in pyramid.parse_scales(settings.scales, settings.steps):
-        if scale == 1.0:
-            size, targets = (height, width), _tensors(content_targets)
-        else:
-            # Coarse scale: the content image and its content targets at this size; the style
-            # grams are location-averaged, so they carry over unchanged.
-            size = (max(16, int(round(height * scale))), max(16, int(round(width * scale))))
-            small = ops.image.resize(content, size, interpolation="bilinear", antialias=True)
-            _, targets = extractor.split(extractor.model(small, training=False))
-        if images is None:
-            first = content if start is None else start
-            if size != (height, width):
-                first = ops.image.resize(first, size, interpolation="bilinear", antialias=True)
-            images = ops.convert_to_tensor(first)
-            if start is None:
-                images = ops.repeat(images, batch, axis=0)
-        elif tuple(ops.shape(images)[1:3]) != size:
-            images = ops.clip(ops.image.resize(images, size, interpolation="bilinear"), 0.0, 1.0)
-        if steps > 0:
-            images = run_optimizer(extractor, settings, images, steps, targets, grams, curves)
-    return images
+def _run_plan(extractor, photo, plan, style_targets_batch, settings, pair_ids, targets=None,
+              record_curves=False) -> NSTResult:
+    """One batch of styles through `plan` from `photo`, then resized to `plan.output`, colours
+    preserved there (with the photo's own chroma at that size) and its final losses evaluated.
+    targets: the content targets of `photo` itself, if known."""
+    batch = len(style_targets_batch)
+    curves = [[] for _ in range(batch)] if record_curves else None
+    content = resize(photo, plan.output)
+    if _keeps_content(settings):
+        final = np.repeat(content[None], batch, axis=0)
+    else:
+        start = _start_images(resize(photo, plan.start), settings, batch, pair_ids)
+        images = _optimise(extractor, photo, plan, _stacked_grams(style_targets_batch), settings, start, curves, targets)
+        final = np.stack([resize(image, plan.output) for image in images])
+    if settings.preserve_colors:
+        final = np.stack([controls.preserve_colors(image, content) for image in final])
+    output_targets = _targets_at(extractor, photo, plan.output, targets)
+    losses = evaluate_losses(extractor, final, output_targets, style_targets_batch, settings)
+    return NSTResult(final.astype(np.float32), losses, curves if curves and any(curves) else None)
+
+
+def _checked(style_targets_batch, settings: NSTSettings) -> None:
+    if not style_targets_batch:
+        raise ValueError("style_targets_batch needs at least one style")
+    check_settings(settings)
 
 
 def stylize(
     extractor, content_image, content_targets, style_targets_batch, settings=NSTSettings(), pair_ids=None
 ) -> NSTResult:
     """Optimise B = len(style_targets_batch) copies of `content_image` [H,W,3] in [0,1], copy b
-    towards style b, for `settings.steps` steps, as one batch; return them with their final losses.
+    towards style b, for `settings.steps` steps (over the `scales` levels), as one batch; return them
+    with their final losses.
 
     pair_ids: B tuples of ids, e.g. (content_id, style_id); with `settings.seed` they seed image
     b's random start (init noise / blend) through `controls.pair_seed`, so a pair gets the same
@@ -145,67 +162,36 @@ def stylize(
     optimisation, and the losses are those of the images returned. `output_size` is ignored
     here (this is the `max_dim` result): see `stylize_high_res`.
     """
-    if not style_targets_batch:
-        raise ValueError("style_targets_batch needs at least one style")
-    check_settings(settings)
-    content = _as_batch(content_image, 1)
-    start = _start_images(content[0], settings, len(style_targets_batch), pair_ids)
-    curves = [[] for _ in style_targets_batch]
-    images = _optimise(extractor, content, content_targets, _stacked_grams(style_targets_batch), settings, start, curves)
-    final = ops.convert_to_numpy(images).astype(np.float32)
-    if settings.preserve_colors:
-        final = np.stack([controls.preserve_colors(image, content[0]) for image in final])
-    losses = evaluate_losses(extractor, final, content_targets, style_targets_batch, settings)
-    return NSTResult(final, losses, curves if any(curves) else None)
+    _checked(style_targets_batch, settings)
+    content = _as_image(content_image)
+    plan = pyramid.plan_at(content.shape[:2], settings)
+    return _run_plan(extractor, content, plan, style_targets_batch, settings, pair_ids, content_targets,
+                     record_curves=True)
 
 
 def stylize_high_res(extractor, original, style_targets_batch, settings=NSTSettings(), pair_ids=None) -> NSTResult:
     """The result at `pyramid.output_shape(*original.shape[:2], settings)`, coarse to fine.
 
-    original: the decoded content photo [H,W,3] in [0,1] at its own size (not resized). Level 0
-    is `stylize` at max_dim (all its options: steps, scales, init, optimizer); each further level
-    of `pyramid.refinement_shapes` upsamples the result (bicubic), takes the content targets of
-    the photo resized to that level, and refines for `pyramid.refine_steps_at(level)` steps
-    with fresh optimiser state; the style grams (location averages) are the max_dim ones.
-    preserve_colors is applied once, at the end, with the photo's own chroma at the output size.
-    The batch is split into chunks that fit `max_memory_gb` (`controls.images_that_fit`);
-    `controls.TooLargeForMemory` (an `images.ImageTooLarge`) when not even one image fits.
+    original: the decoded content photo [H,W,3] in [0,1] at its own size (not resized). The plan
+    (`pyramid.plan`) is `stylize`'s at max_dim (all its options: steps, scales, init, optimizer), then
+    refinement levels up to the output, each from the previous result upsampled (bicubic), with the
+    content targets of the photo at that size and `refine_steps_at` steps; the style grams are the
+    max_dim ones. preserve_colors is applied once, at the end, with the photo's own chroma at the
+    output size. No loss curves. The batch is split into chunks that fit `max_memory_gb`
+    (`controls.images_that_fit`); `controls.TooLargeForMemory` (an `images.ImageTooLarge`) when not
+    even one image fits.
     """
-    if not style_targets_batch:
-        raise ValueError("style_targets_batch needs at least one style")
-    check_settings(settings)
-    original = _as_batch(original, 1)[0]
-    shapes = pyramid.refinement_shapes(*original.shape[:2], settings)
-    biggest = max(shapes, key=lambda shape: shape[0] * shape[1])
+    _checked(style_targets_batch, settings)
+    original = _as_image(original)
+    plan = pyramid.plan(*original.shape[:2], settings)
+    biggest = max((level.shape for level in plan.levels), key=lambda shape: shape[0] * shape[1])
     chunk = controls.images_that_fit(*biggest, len(style_targets_batch), settings.max_memory_gb,
                                      resolve_precision(settings))
     ids = list(pair_ids) if pair_ids is not None else None
     parts = [
-        _high_res_chunk(extractor, original, shapes, style_targets_batch[i : i + chunk], settings,
-                        None if ids is None else ids[i : i + chunk])
+        _run_plan(extractor, original, plan, style_targets_batch[i : i + chunk], settings,
+                  None if ids is None else ids[i : i + chunk])
         for i in range(0, len(style_targets_batch), chunk)
     ]
     return NSTResult(np.concatenate([p.images for p in parts]), [loss for p in parts for loss in p.losses])
 
-
-def _high_res_chunk(extractor, original, shapes, style_targets_batch, settings, pair_ids) -> NSTResult:
-    base = resize(original, shapes[0])
-    grams = _stacked_grams(style_targets_batch)
-    start = _start_images(base, settings, len(style_targets_batch), pair_ids)
-    images = _optimise(extractor, base[None], content_targets(extractor, base), grams, settings, start)
-    for level, shape in enumerate(shapes[1:] if not _keeps_content(settings) else [], start=1):
-        upsampled = np.stack([resize(image, shape) for image in ops.convert_to_numpy(images)])
-        images = ops.convert_to_tensor(upsampled)
-        steps = pyramid.refine_steps_at(level, settings)
-        if steps > 0:
-            targets = _tensors(content_targets(extractor, resize(original, shape)))
-            images = run_optimizer(extractor, settings, images, steps, targets, grams)
-    out_shape = pyramid.output_shape(*original.shape[:2], settings)
-    if _keeps_content(settings):
-        images = np.repeat(original[None], len(style_targets_batch), axis=0)
-    final = np.stack([resize(image, out_shape) for image in ops.convert_to_numpy(images)])
-    content = resize(original, out_shape)
-    if settings.preserve_colors:
-        final = np.stack([controls.preserve_colors(image, content) for image in final])
-    losses = evaluate_losses(extractor, final, content_targets(extractor, content), style_targets_batch, settings)
-    return NSTResult(final.astype(np.float32), losses)
