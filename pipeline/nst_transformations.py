@@ -36,23 +36,19 @@ from pipeline.transformations import (
 )
 from transforms import images
 from transforms.nst import controls
-from transforms.nst.buckets import from_bucket, to_bucket
 from transforms.nst.extractors import load_extractor
+from transforms.nst.inputs import prepare_content, prepare_style
 from transforms.nst.optimize import (
-    content_targets,
+    content_targets_for,
     resolve_jit_compile,
     resolve_precision,
     style_targets,
-    stylize,
-    stylize_high_res,
+    stylize_content,
 )
 from transforms.nst.settings import NSTSettings
 
 #: Tagged output of StylizeFn: loss curves, {content_id, style_id, step_every, losses} (OUTPUT/curves/).
 CURVES = "curves"
-#: Both extractors read features at stride 16 (VGG19's block5 after four poolings), so NST needs images
-#: at least this many pixels on the short side after resizing to --max-dim.
-NST_MIN_SIDE = 16
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,12 +119,6 @@ class _WithSharedExtractor(beam.DoFn):
             Metrics.counter(NAMESPACE, "extractor_loads").inc()
             self._loaded_here = False
 
-    def _decode_resized(self, data: bytes, max_input_pixels: int) -> np.ndarray:
-        rgb = images.decode_image(data, max_input_pixels)
-        resized = images.resize_to_max_dim(rgb, self._settings.max_dim)
-        images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {self._settings.max_dim}")
-        return images.to_float01(resized)
-
 
 class StyleTargets(typing.NamedTuple):
     """What the NST step needs of one style image: its grams, or why it has none."""
@@ -182,7 +172,8 @@ class StyleTargetsFn(_WithSharedExtractor):
         try:
             data = read_input(entry, self._read_policy)
             sha256 = sha256_hex(data)
-            grams = style_targets(self._extractor, self._decode_resized(data, self._max_input_pixels))
+            style = prepare_style(images.decode_image(data, self._max_input_pixels), self._settings)
+            grams = style_targets(self._extractor, style)
         except Exception as exc:  # noqa: BLE001 - a bad style image fails its pairs, not the run
             yield StyleTargets(entry, None, classify(exc), sha256)
             return
@@ -309,10 +300,9 @@ class StylizeFn(_WithSharedExtractor):
         styles = pending
         try:
             with watch.phase("decode"):
-                content = self._decode_content(data)
+                content = prepare_content(images.decode_image(data, self._max_input_pixels), self._settings)
             with watch.phase("targets"):
-                # the high-resolution pyramid takes its content targets level by level itself
-                targets = None if self._high_res else content_targets(self._extractor, to_bucket(content))
+                targets = content_targets_for(self._extractor, content, self._settings)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
                 yield from failed_unit(
@@ -335,36 +325,14 @@ class StylizeFn(_WithSharedExtractor):
             batch = ready[start : start + self._batch_size]
             yield from self._stylize_batch(entry, content, targets, batch, base, shared_seconds, len(ready))
 
-    @property
-    def _high_res(self) -> bool:
-        return self._settings.output_size != "max_dim"
-
-    def _decode_content(self, data: bytes) -> np.ndarray:
-        """The content in [0,1]: resized to --max-dim, or at its own size for the high-res pyramid."""
-        if not self._high_res:
-            return self._decode_resized(data, self._max_input_pixels)
-        original = images.to_float01(images.decode_image(data, self._max_input_pixels))
-        resized = images.resize_to_max_dim(original, self._settings.max_dim)
-        images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {self._settings.max_dim}")
-        return original
-
-    def _optimise(self, content, targets, batch, pair_ids) -> tuple[list, list, list | None]:
-        """(images, losses, loss curves or None) of one batch. At --max-dim the content is optimised at its bucket (multiples
-        of 32, so a catalog compiles few shapes) and each result resized back to the content's size."""
-        grams = [s.grams for s in batch]
-        if self._high_res:
-            result = stylize_high_res(self._extractor, content, grams, self._settings, pair_ids=pair_ids)
-            return list(result.images), result.losses, result.curves
-        result = stylize(self._extractor, to_bucket(content), targets, grams, self._settings, pair_ids=pair_ids)
-        return [from_bucket(image, content.shape) for image in result.images], result.losses, result.curves
-
     def _stylize_batch(self, entry, content, targets, batch, base, shared_seconds, pairs_of_content):
         watch = Stopwatch()
         decode_share = shared_seconds[0] / pairs_of_content
         targets_share = shared_seconds[1] / pairs_of_content
         try:
             with watch.phase("compute"):
-                results, losses_batch, curves = self._optimise(content, targets, batch, [(entry.id, s.entry.id) for s in batch])
+                result = stylize_content(self._extractor, content, [s.grams for s in batch], self._settings,
+                                         pair_ids=[(entry.id, s.entry.id) for s in batch], targets=targets)
         except Exception as exc:  # noqa: BLE001
             for style in batch:
                 yield from failed_unit(
@@ -373,10 +341,10 @@ class StylizeFn(_WithSharedExtractor):
                 )
             return
         compute_share = watch.seconds["compute"] / len(batch) + targets_share
-        for style, curve in zip(batch, curves or []):
+        for style, curve in zip(batch, result.curves or []):
             record = dict(content_id=entry.id, style_id=style.entry.id, step_every=self._settings.loss_every, losses=curve)
             yield beam.pvalue.TaggedOutput(CURVES, record)
-        for style, image, losses in zip(batch, results, losses_batch):
+        for style, image, losses in zip(batch, result.images, result.losses):
             pair = f"{subject_of(entry)} x {subject_of(style.entry)}"
             row = dict(
                 _pair_base(base, style.entry, style.sha256), height=image.shape[0], width=image.shape[1],

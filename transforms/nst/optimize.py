@@ -10,7 +10,8 @@ A run walks the levels of its plan (pyramid.py: the `scales` below max_dim, refi
 for `output_size`); all the steps of a level run inside one compiled call (compiled.py), so Python
 dispatches once per level. Final losses are always evaluated in float32.
 
-`stylize` optimises a content at its own size, `stylize_high_res` a photo to `output_size`.
+`stylize` optimises a content at its own size, `stylize_high_res` a photo to `output_size`, and
+`stylize_content` is what the pipeline calls: either, with shape buckets at max_dim.
 """
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ from keras import ops
 from transforms.images import resize
 from transforms.nst import controls, pyramid
 from transforms.nst.backends import resolve_jit_compile, resolve_precision
+from transforms.nst.buckets import from_bucket, to_bucket
 from transforms.nst.compiled import compiled
 from transforms.nst.extractors import FeatureExtractor
 from transforms.nst.losses import gram_matrix, loss_terms
 from transforms.nst.optimizers import adam_update, run_optimizer
-from transforms.nst.settings import NSTSettings, check_settings
+from transforms.nst.settings import NSTSettings, check_settings, is_high_res
 
 __all__ = [  # the last row: re-exported from their own modules for the callers of this one
     "NSTResult", "style_targets", "content_targets", "evaluate_losses", "stylize", "stylize_high_res",
+    "stylize_content", "content_targets_for",
     "NSTSettings", "check_settings", "loss_terms", "adam_update", "resolve_precision", "resolve_jit_compile",
 ]
 
@@ -195,3 +198,27 @@ def stylize_high_res(extractor, original, style_targets_batch, settings=NSTSetti
     ]
     return NSTResult(np.concatenate([p.images for p in parts]), [loss for p in parts for loss in p.losses])
 
+
+def content_targets_for(extractor, content: np.ndarray, settings: NSTSettings) -> list[np.ndarray] | None:
+    """The content targets `stylize_content` optimises towards, to compute once for all the style
+    batches of one content (`inputs.prepare_content`); None for an output at another size than max_dim,
+    where the pyramid takes them level by level."""
+    return None if is_high_res(settings) else content_targets(extractor, to_bucket(content))
+
+
+def stylize_content(
+    extractor, content, style_targets_batch, settings=NSTSettings(), pair_ids=None, targets=None
+) -> NSTResult:
+    """Style b of the batch on the content (`inputs.prepare_content`), at the size `settings` ask for.
+
+    At max_dim the content is optimised at its shape bucket (buckets.py: a catalog compiles a
+    handful of shapes, not one per image) and each result resized back to the content's size; the
+    losses are the bucket's. `targets`: `content_targets_for` the content, computed here if None.
+    Other output sizes are `stylize_high_res`.
+    """
+    if is_high_res(settings):
+        return stylize_high_res(extractor, content, style_targets_batch, settings, pair_ids)
+    bucketed = to_bucket(content)
+    targets = targets if targets is not None else content_targets(extractor, bucketed)
+    result = stylize(extractor, bucketed, targets, style_targets_batch, settings, pair_ids)
+    return dataclasses.replace(result, images=np.stack([from_bucket(image, content.shape) for image in result.images]))
