@@ -15,7 +15,7 @@ run-local: $(VENV)/.installed
 	$(PY) -m pipeline run --config configs/quick.yaml
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 # NST speed, ours against the seed's loop (see README "Performance"); e.g. make bench BENCH_ARGS=--quick
 BENCH_ARGS ?=

@@ -90,6 +90,7 @@ def test_loss_curve_chunks_give_the_pixels_of_an_unbroken_run(extractor):
     assert curve[0] > curve[-1]
 
 
+@pytest.mark.slow
 def test_stylize_content_optimises_at_the_bucket_and_answers_at_the_content_size(extractor, targets):
     """What the pipeline calls: at max_dim, one compiled shape per bucket (40 x 56 -> 32 x 64), the
     results back at the content's size; above max_dim, the output size, with no shared targets."""
