@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 
 from transforms.images import ImageTooLarge, resize
-
-INITS = ("content", "noise", "blend")
+from transforms.nst.settings import INITS
 #: init="blend": (1 - r) * content + r * uniform noise, with this r.
 BLEND_NOISE_RATIO = 0.5
 

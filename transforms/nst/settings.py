@@ -6,12 +6,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from transforms.nst.controls import INITS
-
 #: The feature extractors `transforms.nst.extractors.EXTRACTORS` builds, by name.
 EXTRACTOR_NAMES = ("mobilenet_v3_large", "vgg19")
 PRECISIONS = ("float32", "bfloat16")
 OPTIMIZERS = ("adam", "lbfgs")
+INITS = ("content", "noise", "blend")  # the starting images of `controls.initial_image`
 JIT_COMPILE = ("on", "off", "auto")
 OUTPUT_SIZES = ("max_dim", "original")  # or a long side in pixels, as a string ("1536")
 
