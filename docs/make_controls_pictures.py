@@ -23,7 +23,7 @@ import numpy as np
 from skimage import metrics
 
 from transforms import images
-from transforms.nst import controls
+from transforms.nst import controls, pyramid
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import NSTSettings, content_targets, style_targets, stylize, stylize_high_res
 
@@ -38,7 +38,7 @@ def load(folder: str, name: str, max_dim: int | None = None) -> np.ndarray:
 
 def tile(image: np.ndarray, label: str, height: int) -> np.ndarray:
     """uint8 tile scaled to `height`, with a white label bar underneath."""
-    image = images.to_uint8(controls.resize01(image, (height, round(image.shape[1] * height / image.shape[0]))))
+    image = images.to_uint8(images.resize(image, (height, round(image.shape[1] * height / image.shape[0]))))
     bar = np.full((22, image.shape[1], 3), 255, np.uint8)
     cv2.putText(bar, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([image, bar])
@@ -108,18 +108,18 @@ def main() -> None:
 
     # High resolution: the photo at its own size (coffee.png, 600x400) vs a plain upscale.
     photo = load("content", "coffee.png")
-    small = controls.resize01(photo, controls.scaled_shape(*photo.shape[:2], args.max_dim))
+    small = images.resize_to_max_dim(photo, args.max_dim)
     settings = NSTSettings(**{**base.__dict__, "output_size": "original", "refine_steps": args.refine_steps})
     print(f"pyramid levels for {photo.shape[1]}x{photo.shape[0]}: "
-          f"{[f'{w}x{hh}' for hh, w in controls.pyramid_shapes(*photo.shape[:2], settings)]}, refine steps "
-          f"{[controls.refine_steps_at(k, settings) for k in (1, 2)]}")
+          f"{[f'{w}x{hh}' for hh, w in pyramid.refinement_shapes(*photo.shape[:2], settings)]}, refine steps "
+          f"{[pyramid.refine_steps_at(k, settings) for k in (1, 2)]}")
     t0 = time.perf_counter()
     plain = stylize(vgg, small, content_targets(vgg, small), [pop_grams], base).images[0]
     t1 = time.perf_counter()
     high = stylize_high_res(vgg, photo, [pop_grams], settings).images[0]
     t2 = time.perf_counter()
     print(f"high res: max_dim result {t1 - t0:.0f} s, pyramid to {high.shape[1]}x{high.shape[0]} {t2 - t1:.0f} s")
-    upscaled = controls.resize01(plain, photo.shape[:2])
+    upscaled = images.resize(plain, photo.shape[:2])
     y, x, size = 80, 220, 180  # the cup's rim and saucer, at 1:1 pixels
     save("controls_high_res.png", strip([
         tile(upscaled[y:y + size, x:x + size], "bicubic upscale of 192 px", size),

@@ -25,7 +25,7 @@ from transforms.nst.optimize import NSTSettings, content_targets, style_targets,
 long_side, precision, steps, weights = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 extractor = load_extractor("vgg19", weights)
 photo = images.to_float01(data.chelsea())  # 300x451, 4:3-ish
-content = controls.resize01(photo, controls.scaled_shape(*photo.shape[:2], long_side))
+content = images.resize_to_max_dim(photo, long_side)
 style = images.to_float01(images.resize_to_max_dim(data.coffee(), 512))
 settings = NSTSettings(steps=steps, precision=precision)
 grams = [style_targets(extractor, style)]

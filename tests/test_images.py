@@ -9,6 +9,7 @@ from transforms.images import (
     ImageTooLarge,
     decode_image,
     encode_png,
+    resize,
     resize_to_max_dim,
     to_float01,
     to_uint8,
@@ -62,6 +63,18 @@ def test_resize_sets_the_long_side_both_ways():
     assert resize_to_max_dim(img, 200).shape == (200, 100, 3)
     floats = resize_to_max_dim(np.ones((10, 20, 3), np.float32), 33)
     assert floats.shape == (16, 33, 3) and floats.max() <= 1.0
+
+
+def test_resize_averages_to_shrink_and_is_smooth_and_clipped_to_enlarge():
+    stripes = np.zeros((8, 8, 3), np.uint8)
+    stripes[:, ::2] = 200  # one-pixel stripes: area averaging gives their mean, not a sample of them
+    assert (resize(stripes, (4, 4)) == 100).all()
+    step = np.zeros((4, 8, 3), np.float32)
+    step[:, 4:] = 1.0  # bicubic overshoots at an edge; floats come back clipped to [0, 1], same dtype
+    bigger = resize(step, (8, 16))
+    assert bigger.dtype == np.float32 and bigger.min() == 0.0 and bigger.max() == 1.0
+    assert 0 < bigger[0, 7, 0] < 1  # interpolated across the edge, not nearest-neighbour
+    assert resize(step, (4, 8)) is step  # already that size: no copy, no resampling
 
 
 def test_float_conversions_invert_each_other():

@@ -103,8 +103,8 @@ def test_nst_pairs_skip_one_by_one_and_a_changed_style_recomputes(tmp_path):
 
     # Everything done: no content targets, no optimisation. Then a changed step count recomputes every pair.
     with pytest.MonkeyPatch.context() as mp:  # DirectRunner runs the steps in this process
-        mp.setattr(nst, "content_targets", _must_not_run)
-        mp.setattr(nst, "stylize", _must_not_run)
+        mp.setattr(nst, "content_targets_for", _must_not_run)
+        mp.setattr(nst, "stylize_content", _must_not_run)
         run3 = _run(content, tmp_path / "run3", *argv, "--incremental", _reports(tmp_path, "run2"),
                     expected=[("c0", "s0", "skipped"), ("c0", "s1", "skipped")])
     assert run3[("c0", "s0")]["output_uri"] == run1[("c0", "s0")]["output_uri"]

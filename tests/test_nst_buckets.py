@@ -1,4 +1,4 @@
-"""Shape buckets: few shapes per catalog, small aspect change, exact round trip of the shape."""
+"""Shape buckets: few shapes per catalog, small aspect change, a round trip that restores shape and pixels."""
 import numpy as np
 
 from transforms.nst.buckets import bucket_shape, from_bucket, to_bucket
@@ -16,11 +16,15 @@ def test_aspect_change_is_at_most_half_a_bucket():
         assert abs(bucket - height) <= 16
 
 
-def test_round_trip_restores_shape_dtype_and_range():
-    image = np.random.default_rng(0).random((341, 512, 3), dtype=np.float32)
-    bucketed = to_bucket(image)
+def test_round_trip_restores_shape_dtype_and_pixels():
+    """A smooth image (what NST results are, at the bucket's scale) survives the round trip to within
+    1/1000 of the range: the resize is undone, not just the shape."""
+    rows, cols = np.mgrid[0:341, 0:512].astype(np.float32)
+    image = np.stack([0.5 + 0.4 * np.sin(cols / 40), 0.5 + 0.4 * np.cos(rows / 30), (rows + cols) / 853], axis=-1)
+    bucketed = to_bucket(image.astype(np.float32))
     assert bucketed.shape == (352, 512, 3) and bucketed.dtype == np.float32
     back = from_bucket(bucketed, image.shape)
     assert back.shape == image.shape and back.dtype == np.float32
+    assert np.abs(back - image).max() < 1e-3  # measured 5.2e-4
     assert 0.0 <= back.min() and back.max() <= 1.0
-    assert to_bucket(back[:352]) is back[:352] or to_bucket(back[:352]).shape == (352, 512, 3)
+    assert to_bucket(bucketed) is bucketed  # already a bucket: no resize at all

@@ -2,8 +2,12 @@
 import numpy as np
 import pytest
 
+from transforms.nst.buckets import bucket_shape
 from transforms.nst.extractors import EXTRACTORS, load_extractor
-from transforms.nst.optimize import NSTResult, NSTSettings, content_targets, evaluate_losses, style_targets, stylize
+from transforms.nst.optimize import (
+    NSTResult, NSTSettings, content_targets, content_targets_for, evaluate_losses, style_targets, stylize,
+    stylize_content,
+)
 
 RNG = np.random.default_rng(3)
 CONTENT = RNG.random((40, 56, 3), dtype=np.float32)
@@ -84,3 +88,20 @@ def test_loss_curve_chunks_give_the_pixels_of_an_unbroken_run(extractor):
     (curve,) = chunked.curves  # steps 0, 3, 6 and 7 (the end)
     assert len(curve) == 4 and curve[-1] == pytest.approx(chunked.losses[0]["total"], rel=1e-5)
     assert curve[0] > curve[-1]
+
+
+@pytest.mark.slow
+def test_stylize_content_optimises_at_the_bucket_and_answers_at_the_content_size(extractor, targets):
+    """What the pipeline calls: at max_dim, one compiled shape per bucket (40 x 56 -> 32 x 64), the
+    results back at the content's size; above max_dim, the output size, with no shared targets."""
+    _, grams = targets
+    settings = NSTSettings(steps=2, loss_every=1)
+    shared = content_targets_for(extractor, CONTENT, settings)
+    assert shared[0].shape[:2] == (2, 4) == tuple(side // 16 for side in bucket_shape(40, 56))  # stride 16
+    result = stylize_content(extractor, CONTENT, grams, settings, pair_ids=[("c", "a"), ("c", "b")], targets=shared)
+    assert result.images.shape == (2, *CONTENT.shape) and len(result.losses) == 2 and len(result.curves[0]) == 3
+    alone = stylize_content(extractor, CONTENT, grams[:1], settings)  # the targets computed inside
+    assert alone.losses[0]["total"] == pytest.approx(result.losses[0]["total"], rel=1e-3)
+    high = NSTSettings(steps=2, max_dim=32, output_size="original", refine_steps=1)
+    assert content_targets_for(extractor, CONTENT, high) is None
+    assert stylize_content(extractor, CONTENT, grams[:1], high).images.shape == (1, *CONTENT.shape)

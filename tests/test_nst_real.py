@@ -7,7 +7,9 @@ import tensorflow as tf
 from skimage import data, metrics, transform
 
 from pipeline.io.weights import local_weights
-from tests.conftest import VGG19_WEIGHTS, requires_real_weights
+from tests.conftest import SAMPLES, VGG19_WEIGHTS, requires_real_weights
+from transforms import images
+from transforms.nst import pyramid
 from transforms.nst.extractors import EXTRACTORS, load_extractor
 from transforms.nst.optimize import NSTSettings, content_targets, evaluate_losses, style_targets, stylize
 
@@ -28,6 +30,15 @@ def _load(image_uint8, max_dim=MAX_DIM):
 def problem():
     extractor = load_extractor("vgg19", "imagenet")
     content, style = _load(data.chelsea()), _load(data.coffee())
+    return extractor, content, content_targets(extractor, content), [style_targets(extractor, style)]
+
+
+@pytest.fixture(scope="module")
+def small_pair(problem):
+    """The bench's pair (chelsea x pop_art) at 96 px: small enough for a few dozen steps per test."""
+    extractor = problem[0]
+    content, style = (images.to_float01(images.resize_to_max_dim(images.decode_image(path.read_bytes()), 96))
+                      for path in (SAMPLES / "content" / "chelsea.png", SAMPLES / "style" / "pop_art.png"))
     return extractor, content, content_targets(extractor, content), [style_targets(extractor, style)]
 
 
@@ -112,3 +123,36 @@ def test_weights_from_a_file_uri_equal_imagenet(problem):
     images = np.random.default_rng(0).random((1, 40, 40, 3), dtype=np.float32)
     for a, b in zip(extractor.model(images), from_file.model(images)):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+@pytest.mark.slow
+def test_lbfgs_reaches_a_lower_loss_than_adam_at_an_equal_number_of_gradients(small_pair):
+    """The README's time-to-quality figures are L-BFGS's. Cost counted in gradient evaluations (a
+    step of either optimiser is one forward and backward pass; L-BFGS takes one more at the start)."""
+    extractor, content, targets, grams = small_pair
+    iterations = 20
+    lbfgs = stylize(extractor, content, targets, grams, NSTSettings(steps=iterations, optimizer="lbfgs",
+                                                                    precision="float32")).losses[0]["total"]
+    adam = stylize(extractor, content, targets, grams, NSTSettings(steps=iterations + 1,
+                                                                   precision="float32")).losses[0]["total"]
+    print(f"\n{iterations + 1} gradients at 96 px: L-BFGS {lbfgs:.4g}, Adam {adam:.4g} ({adam / lbfgs:.1f}x)")
+    assert lbfgs < adam
+
+
+@pytest.mark.slow
+def test_multi_scale_ends_at_full_size_no_worse_than_single_scale_at_equal_cost(small_pair):
+    """--scales "0.5:0.5,1:0.5": half of 40 steps at half size. Cost counted in pixel-steps (a step
+    costs in proportion to the pixels it optimises), from the plan's own level sizes: 20 x 1/4 + 20
+    = 25 full-size steps, which is what single-scale gets."""
+    extractor, content, targets, grams = small_pair
+    settings = NSTSettings(steps=40, scales="0.5:0.5,1:0.5", precision="float32")
+    pixels = content.shape[0] * content.shape[1]
+    cost = sum(level.steps * level.shape[0] * level.shape[1] / pixels
+               for level in pyramid.plan_at(content.shape[:2], settings).levels)
+    assert cost == 25
+    multi = stylize(extractor, content, targets, grams, settings)
+    single = stylize(extractor, content, targets, grams, NSTSettings(steps=25, precision="float32"))
+    print(f"\n{cost:g} full-size steps at 96 px: multi-scale {multi.losses[0]['total']:.4g}, "
+          f"single-scale {single.losses[0]['total']:.4g}")
+    assert multi.images.shape == single.images.shape == (1, *content.shape)
+    assert multi.losses[0]["total"] <= single.losses[0]["total"]

@@ -98,18 +98,43 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+#: How `resize` enlarges: bicubic is the sharper (the default); bilinear never overshoots.
+ENLARGE = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR}
+
+
+def resize(image: np.ndarray, shape: tuple[int, int], enlarge: str = "bicubic") -> np.ndarray:
+    """[H,W,C] uint8 or float image at shape (height, width), the one resize of Toonbeam: area
+    averaging to shrink (no aliasing), `enlarge` (an ENLARGE key) to enlarge; floats are clipped back
+    to [0,1] (bicubic overshoots) and keep their dtype. An image already that size is returned as is.
+
+    >>> resize(np.zeros((4, 6, 3), np.uint8), (2, 3)).shape, float(resize(np.ones((2, 2, 3), np.float32), (5, 5)).max())
+    ((2, 3, 3), 1.0)
+    """
+    height, width = int(shape[0]), int(shape[1])
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else ENLARGE[enlarge])
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(resized, 0.0, 1.0).astype(image.dtype, copy=False)
+    return resized
+
+
+def scaled_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(height, width) scaled so that the long side is `long_side`, keeping the aspect ratio.
+
+    >>> scaled_shape(3000, 4000, 512), scaled_shape(100, 50, 200), scaled_shape(10, 20, 20)
+    ((384, 512), (200, 100), (10, 20))
+    """
+    scale = long_side / max(height, width)
+    if scale == 1:
+        return int(height), int(width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_to_max_dim(image: np.ndarray, max_dim: int) -> np.ndarray:
     """Scale so that the long side is `max_dim` (up or down, as the seed does), keeping the aspect ratio."""
-    height, width = image.shape[:2]
-    scale = max_dim / max(height, width)
-    if scale == 1:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(image, size, interpolation=interpolation)
-    if np.issubdtype(image.dtype, np.floating):
-        resized = np.clip(resized, 0.0, 1.0)
-    return resized
+    return resize(image, scaled_shape(*image.shape[:2], max_dim))
 
 
 def to_float01(rgb: np.ndarray) -> np.ndarray:

@@ -34,15 +34,14 @@ from pipeline.units import (
 )
 from transforms import images
 from transforms.nst import controls
-from transforms.nst.buckets import from_bucket, to_bucket
+from transforms.nst.inputs import prepare_content, prepare_style
 from transforms.nst.optimize import (
     check_settings,
-    content_targets,
+    content_targets_for,
     resolve_jit_compile,
     resolve_precision,
     style_targets,
-    stylize,
-    stylize_high_res,
+    stylize_content,
 )
 from transforms.nst.settings import NSTSettings
 
@@ -50,9 +49,6 @@ from transforms.nst.settings import NSTSettings
 CURVES = "curves"
 #: Styles optimised together for one content image; bounds memory at large --max-dim.
 BATCH_SIZE = 4
-#: Both extractors read features at stride 16 (VGG19's block5 after four poolings), so NST needs images
-#: at least this many pixels on the short side after resizing to --max-dim.
-NST_MIN_SIDE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +90,6 @@ class NSTJob:
             content_uri=content.uri, style_uri=style.uri,
         )
 
-    def decode_resized(self, rgb: np.ndarray) -> np.ndarray:
-        """A decoded image in [0,1] with its long side at --max-dim (ImageTooSmall below NST_MIN_SIDE)."""
-        max_dim = self.settings.max_dim
-        resized = images.resize_to_max_dim(rgb, max_dim)
-        images.check_min_side(resized, NST_MIN_SIDE, f"after resizing to --max-dim {max_dim}")
-        return images.to_float01(resized)
-
 
 class StyleTargetsFn(WithSharedExtractor):
     """Gram matrices of each style image, computed once per style (not once per pair)."""
@@ -115,7 +104,7 @@ class StyleTargetsFn(WithSharedExtractor):
         try:
             data = self._units.read(entry)
             sha256 = sha256_hex(data)
-            grams = style_targets(self._extractor, self._job.decode_resized(self._units.decode(data)))
+            grams = style_targets(self._extractor, prepare_style(self._units.decode(data), self._job.settings))
         except Exception as exc:  # noqa: BLE001 - a bad style image fails its pairs, not the run
             yield StyleTargets(entry, None, classify(exc), sha256)
             return
@@ -165,10 +154,9 @@ class StylizeFn(WithSharedExtractor):
             return
         try:
             with watch.phase("decode"):
-                content = self._decode_content(units.decode(data))
+                content = prepare_content(units.decode(data), self._job.settings)
             with watch.phase("targets"):
-                # the high-resolution pyramid takes its content targets level by level itself
-                targets = None if self._high_res else content_targets(self._extractor, to_bucket(content))
+                targets = content_targets_for(self._extractor, content, self._job.settings)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in pending:
                 yield from units.failed(bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry)
@@ -188,34 +176,15 @@ class StylizeFn(WithSharedExtractor):
             batch = ready[start : start + batch_size]
             yield from self._stylize_batch(entry, content, targets, batch, bases, shares)
 
-    @property
-    def _high_res(self) -> bool:
-        return self._job.settings.output_size != "max_dim"
-
-    def _decode_content(self, rgb: np.ndarray) -> np.ndarray:
-        """The content in [0,1]: resized to --max-dim, or at its own size for the high-res pyramid."""
-        resized = self._job.decode_resized(rgb)
-        return images.to_float01(rgb) if self._high_res else resized
-
-    def _optimise(self, content, targets, batch, pair_ids) -> tuple[list, list, list | None]:
-        """(images, losses, loss curves or None) of one batch. At --max-dim the content is optimised at its
-        bucket (multiples of 32, so a catalog compiles few shapes) and each result resized back."""
-        grams = [s.grams for s in batch]
-        settings = self._job.settings
-        if self._high_res:
-            result = stylize_high_res(self._extractor, content, grams, settings, pair_ids=pair_ids)
-            return list(result.images), result.losses, result.curves
-        result = stylize(self._extractor, to_bucket(content), targets, grams, settings, pair_ids=pair_ids)
-        return [from_bucket(image, content.shape) for image in result.images], result.losses, result.curves
-
     def _stylize_batch(self, entry, content, targets, batch, bases, shares):
         units = self._units
         decode_share, targets_share = shares
         watch = Stopwatch()
         try:
             with watch.phase("compute"):
-                results, losses_batch, curves = self._optimise(
-                    content, targets, batch, [(entry.id, s.entry.id) for s in batch]
+                result = stylize_content(
+                    self._extractor, content, [s.grams for s in batch], self._job.settings,
+                    pair_ids=[(entry.id, s.entry.id) for s in batch], targets=targets,
                 )
         except Exception as exc:  # noqa: BLE001
             for style in batch:
@@ -223,12 +192,12 @@ class StylizeFn(WithSharedExtractor):
                 yield from units.failed(base, exc, None, entry, style.entry, subject=pair_subject(entry, style.entry))
             return
         compute_share = watch.seconds["compute"] / len(batch) + targets_share
-        for style, curve in zip(batch, curves or []):
+        for style, curve in zip(batch, result.curves or []):
             record = dict(
                 content_id=entry.id, style_id=style.entry.id, step_every=self._job.settings.loss_every, losses=curve
             )
             yield beam.pvalue.TaggedOutput(CURVES, record)
-        for style, image, losses in zip(batch, results, losses_batch):
+        for style, image, losses in zip(batch, result.images, result.losses):
             subject = pair_subject(entry, style.entry)
             row = dict(
                 bases[style.entry], height=image.shape[0], width=image.shape[1], loss_total=losses["total"],

@@ -1,4 +1,5 @@
-"""The only backend-specific NST code: a gradient with respect to the image, and compilation.
+"""The only backend-specific NST code: a gradient with respect to the image, compilation, and the
+"auto" settings that depend on the device.
 
 Everything else (losses, Adam, the step loop) is shared keras.ops.
 """
@@ -64,6 +65,23 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(settings) -> str:
+    """The precision to compute in, the setting's or for "auto": bfloat16 on a GPU and on CPUs with
+    native bfloat16 dot products (AVX512_BF16 / AMX), where it measured faster at an equal final
+    float32 loss (bench/README.md); else float32. Names are checked by `settings.check_settings`."""
+    if settings.precision == "auto":
+        return "bfloat16" if has_accelerator() or cpu_has_bf16() else "float32"
+    return settings.precision
+
+
+def resolve_jit_compile(settings) -> bool:
+    """Whether to compile with XLA, the setting's or for "auto": only with an accelerator; on this
+    project's CPU it measured slower than TensorFlow's oneDNN kernels (bench/README.md)."""
+    if settings.jit_compile == "auto":
+        return has_accelerator()
+    return settings.jit_compile == "on"
 
 
 def compile_with_model(model, fn, jit_compile: bool = False):

@@ -12,8 +12,9 @@ Multiples of 32 also keep every VGG19 pooling level an exact halving.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from transforms.images import resize
 
 
 def bucket_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
@@ -27,20 +28,11 @@ def bucket_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]
     return tuple(max(multiple, int(round(side / multiple)) * multiple) for side in (height, width))
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = height * width < image.shape[0] * image.shape[1]
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    return np.clip(resized, 0.0, 1.0).astype(image.dtype, copy=False) if np.issubdtype(image.dtype, np.floating) \
-        else resized
-
-
 def to_bucket(image: np.ndarray, multiple: int = 32) -> np.ndarray:
     """[H,W,C] image resized to its `bucket_shape` (unchanged when already there)."""
-    return _resize(image, *bucket_shape(image.shape[0], image.shape[1], multiple))
+    return resize(image, bucket_shape(image.shape[0], image.shape[1], multiple))
 
 
 def from_bucket(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A bucketed [h,w,C] result resized back to `shape`[:2], the pre-bucket (H, W)."""
-    return _resize(image, int(shape[0]), int(shape[1]))
+    return resize(image, shape[:2])

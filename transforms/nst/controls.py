@@ -1,5 +1,5 @@
 """Style controls as pure numpy functions: seeds, initial images, style blends, colour
-preservation, output sizes and the memory budget of high-resolution NST.
+preservation and the memory budget of high-resolution NST (its sizes: pyramid.py).
 
 optimize.py applies them (`stylize`, `stylize_high_res`); the pipeline only needs
 `parse_style_blend` / `blend_grams` (blends), `pair_seed` (report column) and
@@ -16,12 +16,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from transforms.images import ImageTooLarge
-
-INITS = ("content", "noise", "blend")
+from transforms.images import ImageTooLarge, resize
+from transforms.nst.settings import INITS
 #: init="blend": (1 - r) * content + r * uniform noise, with this r.
 BLEND_NOISE_RATIO = 0.5
-OUTPUT_SIZES = ("max_dim", "original")  # or a long side in pixels, as a string ("1536")
 
 
 class TooLargeForMemory(ImageTooLarge):
@@ -152,9 +150,7 @@ def preserve_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     only chroma change left is where L* + the content's a*, b* leaves the sRGB gamut (clipped).
     """
     stylized = np.asarray(stylized, np.float32)
-    content = np.asarray(content, np.float32)
-    if content.shape[:2] != stylized.shape[:2]:
-        content = cv2.resize(content, (stylized.shape[1], stylized.shape[0]), interpolation=cv2.INTER_AREA)
+    content = resize(np.asarray(content, np.float32), stylized.shape[:2])
     lab = _lab(content)
     lab[..., 0] = _lab(stylized)[..., 0]
     return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0.0, 1.0).astype(np.float32)
@@ -165,71 +161,6 @@ def chroma_difference(image: np.ndarray, reference: np.ndarray) -> tuple[float, 
     difference), for two [H,W,3] images in [0,1] of the same size."""
     diff = np.abs(_lab(image)[..., 1:] - _lab(reference)[..., 1:])
     return float(diff[..., 0].mean()), float(diff[..., 1].mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# Output size and the coarse-to-fine pyramid.
-
-
-def parse_output_size(value: str) -> str | int:
-    """ "max_dim" | "original" | a long side in pixels ("1536" -> 1536)."""
-    text = str(value).strip().lower()
-    if text in OUTPUT_SIZES:
-        return text
-    if text.isdigit() and int(text) >= 32:
-        return int(text)
-    raise ValueError(f"output_size must be 'max_dim', 'original' or a long side in pixels >= 32, got {value!r}")
-
-
-def scaled_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(height, width) scaled so that the long side is `long_side`, rounded as
-    `images.resize_to_max_dim` rounds."""
-    scale = long_side / max(height, width)
-    if scale == 1:
-        return int(height), int(width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def output_shape(height: int, width: int, settings) -> tuple[int, int]:
-    """The result's (height, width) for a content photo of (height, width):
-
-    max_dim   the long side is `max_dim` (today's behaviour, up or down);
-    original  the photo's own size, scaled down to `max_output_dim` on the long side if larger;
-    N         a long side of min(N, the photo's long side, `max_output_dim`): never larger than
-              the photo, whose pixels are what the refinement levels add.
-    """
-    size = parse_output_size(settings.output_size)
-    if size == "max_dim":
-        return scaled_shape(height, width, settings.max_dim)
-    long_side = max(height, width) if size == "original" else min(size, max(height, width))
-    return scaled_shape(height, width, min(long_side, settings.max_output_dim))
-
-
-def pyramid_shapes(height: int, width: int, settings) -> list[tuple[int, int]]:
-    """The (height, width) of each level: the `max_dim` base, then n = ceil(log2(target / max_dim))
-    refinement levels with long sides growing geometrically (at most x2 each) up to the output.
-    A target no larger than the base is a single level (optimised at max_dim, then downscaled).
-
-    >>> from types import SimpleNamespace as S
-    >>> pyramid_shapes(1536, 2048, S(output_size="original", max_dim=512, max_output_dim=4096))
-    [(384, 512), (768, 1024), (1536, 2048)]
-    >>> pyramid_shapes(300, 450, S(output_size="original", max_dim=512, max_output_dim=4096))
-    [(341, 512)]
-    """
-    base = scaled_shape(height, width, settings.max_dim)
-    target = output_shape(height, width, settings)
-    if max(target) <= max(base):
-        return [base]
-    levels = math.ceil(math.log2(max(target) / max(base)) - 1e-9)
-    ratio = (max(target) / max(base)) ** (1.0 / levels)
-    middle = [scaled_shape(height, width, round(max(base) * ratio ** k)) for k in range(1, levels)]
-    return [base, *middle, target]
-
-
-def refine_steps_at(level: int, settings) -> int:
-    """Steps at refinement level `level` (1 = the first above the base): `refine_steps`, halved
-    at each further level (pixels grow x4 per level, so the cost per level stays about flat)."""
-    return max(1, settings.refine_steps // (2 ** (level - 1))) if settings.refine_steps > 0 else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,14 +217,3 @@ def images_that_fit(height: int, width: int, batch: int, max_memory_gb: float, p
             return n
     return 1
 
-
-def resize01(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A float [H,W,3] image in [0,1] resized to shape (height, width): area averaging to shrink,
-    bicubic to enlarge (clipped back to [0,1]); unchanged when already that size."""
-    image = np.asarray(image, np.float32)
-    height, width = int(shape[0]), int(shape[1])
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = height * width < image.shape[0] * image.shape[1]
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)

@@ -81,7 +81,7 @@ class FeatureExtractor:
         images = keras.Input(shape=(None, None, 3), name="images_0_1")
         self.model = keras.Model(images, taps(spec.preprocess(images)), name=f"nst_{spec.name}")
         self.model.trainable = False
-        self.compiled: dict = {}  # optimize.py's compiled functions, per settings, precision and kind
+        self.compiled: dict = {}  # compiled.py's cache: compiled functions, per settings, precision and kind
         self._models = {"float32": self.model}
 
     def model_for(self, precision: str = "float32") -> keras.Model:

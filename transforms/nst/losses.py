@@ -57,3 +57,18 @@ def total_variation(images):
     vertical = ops.sum(ops.abs(images[:, 1:, :, :] - images[:, :-1, :, :]), axis=(1, 2, 3))
     horizontal = ops.sum(ops.abs(images[:, :, 1:, :] - images[:, :, :-1, :]), axis=(1, 2, 3))
     return vertical + horizontal
+
+
+def loss_terms(split, settings, features, images, content_targets, target_grams):
+    """Weighted per-image loss terms of `settings`, each [B]. `features(images)` runs the extractor
+    model, `split` separates its outputs into (style, content) features (cast to float32, so a
+    bfloat16 model's losses and gradients are still accumulated in float32)."""
+    style_features, content_features = split(features(images))
+    style_features = [ops.cast(f, "float32") for f in style_features]
+    content_features = [ops.cast(f, "float32") for f in content_features]
+    style = style_loss(style_features, target_grams, settings.style_weight * settings.style_strength)
+    content = content_loss(content_features, content_targets, settings.content_weight)
+    # style_strength scales the stylising terms against the content term: the style term and the
+    # total variation that regularises it (alone, TV would only blur the photo), so 0 keeps the photo.
+    tv = settings.tv_weight * settings.style_strength * total_variation(images)
+    return {"total": style + content + tv, "content": content, "style": style, "tv": tv}

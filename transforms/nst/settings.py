@@ -1,11 +1,18 @@
-"""What an NST run is asked for, importable without Keras: the pipeline's options, its classical-only
-workers and its driver read these without loading TensorFlow (or JAX, or PyTorch)."""
+"""What an NST run is asked for, and whether it is valid, importable without Keras: the pipeline's
+options, its classical-only workers and its driver read these without loading TensorFlow (or JAX,
+or PyTorch). Resolving "auto" needs the backend: see `backends.resolve_precision`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 #: The feature extractors `transforms.nst.extractors.EXTRACTORS` builds, by name.
 EXTRACTOR_NAMES = ("mobilenet_v3_large", "vgg19")
+PRECISIONS = ("float32", "bfloat16")
+OPTIMIZERS = ("adam", "lbfgs")
+INITS = ("content", "noise", "blend")  # the starting images of `controls.initial_image`
+JIT_COMPILE = ("on", "off", "auto")
+OUTPUT_SIZES = ("max_dim", "original")  # or a long side in pixels, as a string ("1536")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +29,7 @@ class NSTSettings:
     beta_2: float = 0.999
     epsilon: float = 0.1
     # Speed options (bench/README.md has the measurements behind the defaults).
-    precision: str = "auto"  # float32 | bfloat16 | auto (see `resolve_precision`)
+    precision: str = "auto"  # float32 | bfloat16 | auto (see `backends.resolve_precision`)
     optimizer: str = "adam"  # adam (the seed's) | lbfgs (fixed step 1, no line search, as neural-style)
     scales: str = "1"  # coarse-to-fine "SCALE:FRACTION,...", e.g. "0.5:0.8,1:0.2"; last scale must be 1
     jit_compile: str = "auto"  # on | off | auto: XLA for TensorFlow (auto = on only with a GPU)
@@ -39,3 +46,42 @@ class NSTSettings:
     # loss curves and the debug log. The steps run in chunks of that many with the optimiser state
     # carried over, so the pixels are those of an unbroken run.
     loss_every: int = 25
+
+
+def parse_output_size(value: str) -> str | int:
+    """ "max_dim" | "original" | a long side in pixels ("1536" -> 1536).
+
+    >>> parse_output_size("Original"), parse_output_size("1536")
+    ('original', 1536)
+    """
+    text = str(value).strip().lower()
+    if text in OUTPUT_SIZES:
+        return text
+    if text.isdigit() and int(text) >= 32:
+        return int(text)
+    raise ValueError(f"output_size must be 'max_dim', 'original' or a long side in pixels >= 32, got {value!r}")
+
+
+def is_high_res(settings: NSTSettings) -> bool:
+    """Whether the output is asked at another size than the max_dim result (original or N): the photo
+    is then kept at its own size, and `stylize_high_res` refines above max_dim what it needs to."""
+    return parse_output_size(settings.output_size) != "max_dim"
+
+
+def check_settings(settings: NSTSettings) -> NSTSettings:
+    """`settings` unchanged, or a ValueError naming the first bad field (call it in the driver to
+    fail before any work; `stylize` and `stylize_high_res` call it too)."""
+    if settings.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {settings.optimizer!r}")
+    if settings.init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {settings.init!r}")
+    if not (math.isfinite(settings.style_strength) and settings.style_strength >= 0):
+        raise ValueError(f"style_strength must be a finite number >= 0, got {settings.style_strength!r}")
+    parse_output_size(settings.output_size)
+    if settings.max_output_dim < 32 or settings.refine_steps < 0 or not settings.max_memory_gb >= 0:
+        raise ValueError("max_output_dim must be >= 32, refine_steps >= 0 and max_memory_gb >= 0 (0 = auto)")
+    if settings.precision not in (*PRECISIONS, "auto"):
+        raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', got {settings.precision!r}")
+    if settings.jit_compile not in JIT_COMPILE:
+        raise ValueError(f"jit_compile must be 'on', 'off' or 'auto', got {settings.jit_compile!r}")
+    return settings
