@@ -3,7 +3,7 @@ import pytest
 
 from transforms.nst import pyramid
 from transforms.nst.pyramid import Level, Plan
-from transforms.nst.settings import NSTSettings
+from transforms.nst.settings import NSTSettings, parse_scales
 
 
 def test_output_shapes_and_refinement_shapes():
@@ -47,4 +47,4 @@ def test_a_high_res_plan_is_the_max_dim_plan_then_refinement_up_to_the_output():
 @pytest.mark.parametrize("scales", ["", "0.5", "2,1", "0.5:0.5:1,1", "0,1", "0.5:-1,1", "x,1"])
 def test_bad_scales_are_refused(scales):
     with pytest.raises(ValueError):
-        pyramid.parse_scales(scales, 10)
+        parse_scales(scales, 10)

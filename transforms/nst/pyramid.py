@@ -14,7 +14,7 @@ import math
 
 from transforms.images import scaled_shape
 from transforms.nst.inputs import NST_MIN_SIDE
-from transforms.nst.settings import parse_output_size
+from transforms.nst.settings import parse_output_size, parse_scales
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,25 +35,6 @@ class Plan:
     start: tuple[int, int]
     levels: tuple[Level, ...]
     output: tuple[int, int]
-
-
-def parse_scales(scales: str, steps: int) -> list[tuple[float, int]]:
-    """"0.5:0.8,1:0.2" with 100 steps -> [(0.5, 80), (1.0, 20)]; "0.5,1" splits evenly; "1" is
-    single-scale. The last scale gets the rounding remainder and must be 1 (full size).
-
-    >>> parse_scales("0.5:0.8,1:0.2", 100), parse_scales("0.25,0.5,1", 10), parse_scales("1", 7)
-    ([(0.5, 80), (1.0, 20)], [(0.25, 3), (0.5, 3), (1.0, 4)], [(1.0, 7)])
-    """
-    parts = [p.split(":") for p in str(scales).replace(" ", "").split(",") if p]
-    if not parts or any(len(p) > 2 for p in parts):
-        raise ValueError(f"scales must look like '0.5:0.8,1:0.2' or '0.5,1', got {scales!r}")
-    factors = [float(p[0]) for p in parts]
-    fractions = [float(p[1]) if len(p) == 2 else 1.0 / len(parts) for p in parts]
-    if factors[-1] != 1.0 or any(not 0 < f <= 1 for f in factors) or any(f < 0 for f in fractions):
-        raise ValueError(f"scales must be in (0, 1] and end with 1, got {scales!r}")
-    counts = [int(round(steps * f)) for f in fractions[:-1]]
-    counts.append(max(0, steps - sum(counts)))
-    return list(zip(factors, counts))
 
 
 def output_shape(height: int, width: int, settings) -> tuple[int, int]:

@@ -68,6 +68,25 @@ def is_high_res(settings: NSTSettings) -> bool:
     return parse_output_size(settings.output_size) != "max_dim"
 
 
+def parse_scales(scales: str, steps: int) -> list[tuple[float, int]]:
+    """"0.5:0.8,1:0.2" with 100 steps -> [(0.5, 80), (1.0, 20)]; "0.5,1" splits evenly; "1" is
+    single-scale. The last scale gets the rounding remainder and must be 1 (full size).
+
+    >>> parse_scales("0.5:0.8,1:0.2", 100), parse_scales("0.25,0.5,1", 10), parse_scales("1", 7)
+    ([(0.5, 80), (1.0, 20)], [(0.25, 3), (0.5, 3), (1.0, 4)], [(1.0, 7)])
+    """
+    parts = [p.split(":") for p in str(scales).replace(" ", "").split(",") if p]
+    if not parts or any(len(p) > 2 for p in parts):
+        raise ValueError(f"scales must look like '0.5:0.8,1:0.2' or '0.5,1', got {scales!r}")
+    factors = [float(p[0]) for p in parts]
+    fractions = [float(p[1]) if len(p) == 2 else 1.0 / len(parts) for p in parts]
+    if factors[-1] != 1.0 or any(not 0 < f <= 1 for f in factors) or any(f < 0 for f in fractions):
+        raise ValueError(f"scales must be in (0, 1] and end with 1, got {scales!r}")
+    counts = [int(round(steps * f)) for f in fractions[:-1]]
+    counts.append(max(0, steps - sum(counts)))
+    return list(zip(factors, counts))
+
+
 def check_settings(settings: NSTSettings) -> NSTSettings:
     """`settings` unchanged, or a ValueError naming the first bad field (call it in the driver to
     fail before any work; `stylize` and `stylize_high_res` call it too)."""
@@ -78,6 +97,7 @@ def check_settings(settings: NSTSettings) -> NSTSettings:
     if not (math.isfinite(settings.style_strength) and settings.style_strength >= 0):
         raise ValueError(f"style_strength must be a finite number >= 0, got {settings.style_strength!r}")
     parse_output_size(settings.output_size)
+    parse_scales(settings.scales, settings.steps)
     if settings.max_output_dim < 32 or settings.refine_steps < 0 or not settings.max_memory_gb >= 0:
         raise ValueError("max_output_dim must be >= 32, refine_steps >= 0 and max_memory_gb >= 0 (0 = auto)")
     if settings.precision not in (*PRECISIONS, "auto"):
