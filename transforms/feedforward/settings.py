@@ -1,0 +1,37 @@
+"""What a feed-forward style network is trained and applied with, importable without Keras
+(the pipeline turns every field into a `--ff-<name>` flag; its driver reads them without
+loading TensorFlow or JAX). bench/FF_RESEARCH.md has the measurements behind the defaults."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class FFSettings:
+    """Training and apply knobs of one style's network. Plain int/float/str/bool fields."""
+
+    # Data: photos and the style image are resized so that their long side is `image_size` (the
+    # size the network will mostly be applied at, so that the style's texture scale matches), then
+    # training takes random `train_size` px square crops of the photos.
+    image_size: int = 256
+    train_size: int = 128
+    train_steps: int = 600
+    batch_size: int = 4
+    # Adam with a linear warmup to `learning_rate`, then cosine decay to lr x `final_lr_fraction`.
+    learning_rate: float = 1e-2
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.01
+    # Network (Johnson et al. 2016 with instance normalisation): channels `width`, 2 x width and
+    # 4 x width, `residual_blocks` residual blocks at a quarter of the resolution.
+    width: int = 32
+    residual_blocks: int = 5
+    # Training loss: the seed's NST terms (transforms.nst.losses) on the VGG19 features, with its
+    # weights by default. The evaluation always uses the seed's loss (NSTSettings()).
+    content_layer: str = "block5_conv2"
+    content_weight: float = 1e3
+    style_weight: float = 1e-3
+    tv_weight: float = 30.0
+    seed: int = 0
+    precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
+    loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
+    apply_batch: int = 4  # images per network call in `apply`

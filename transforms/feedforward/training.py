@@ -1,0 +1,153 @@
+"""Train one style's network on the perceptual loss (Johnson et al. 2016): random crops of
+photos through the network, the seed's NST loss terms (`transforms.nst.optimize.loss_terms`) of
+the outputs on the frozen VGG19 extractor, content targets from the crops themselves.
+
+Keras-native: a `keras.Model` wrapping the network overrides `compute_loss`, and `fit` runs
+the loop, so the same code trains on the TensorFlow and JAX backends (`fit` differentiates
+with respect to the trainable weights only: the frozen extractor gets input gradients, no
+filter gradients). The extractor may run in bfloat16; features and losses are float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from transforms.feedforward.network import build_network
+from transforms.feedforward.settings import FFSettings
+from transforms.images import resize_to_max_dim
+from transforms.nst import backends
+from transforms.nst.extractors import FeatureExtractor
+from transforms.nst.optimize import loss_terms, resolve_jit_compile, resolve_precision, style_targets
+from transforms.nst.settings import NSTSettings
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """network: the trained model; history: (step, mean loss of the `loss_every` steps up to
+    it); final_loss: the mean training loss of the last `loss_every` steps; seconds: fit's wall time."""
+
+    network: keras.Model
+    history: list[tuple[int, float]]
+    final_loss: float
+    seconds: float
+
+
+def loss_settings(settings: FFSettings) -> NSTSettings:
+    """The training loss's weights and extractor precision, as the NST core reads them."""
+    return NSTSettings(style_weight=settings.style_weight, content_weight=settings.content_weight,
+                       tv_weight=settings.tv_weight, precision=settings.precision)
+
+
+def with_content_layer(extractor: FeatureExtractor, layer: str) -> FeatureExtractor:
+    """`extractor` tapping `layer` for content instead (same network and weights, no copy)."""
+    if extractor.spec.content_layers == (layer,):
+        return extractor
+    taps = next(l for l in extractor.model.layers if isinstance(l, keras.Model))
+    return FeatureExtractor(dataclasses.replace(extractor.spec, content_layers=(layer,)), taps)
+
+
+class _Crops(keras.utils.PyDataset):
+    """Batch i: `batch_size` random square crops (random photo, position, horizontal flip), drawn
+    from a generator seeded by (seed, i), so any step's batch is the same in every run."""
+
+    def __init__(self, photos, settings: FFSettings):
+        super().__init__()
+        self.photos, self.settings = photos, settings
+
+    def __len__(self):
+        return self.settings.train_steps
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.settings.seed, index])
+        size, crops = self.settings.train_size, []
+        for _ in range(self.settings.batch_size):
+            photo = self.photos[rng.integers(len(self.photos))]
+            top = rng.integers(photo.shape[0] - size + 1)
+            left = rng.integers(photo.shape[1] - size + 1)
+            crop = photo[top : top + size, left : left + size]
+            crops.append(crop[:, ::-1] if rng.random() < 0.5 else crop)
+        return np.stack(crops)
+
+
+class _PerceptualTrainer(keras.Model):
+    """The network, trained by `fit` on loss_terms(network(crops)) with the crops' own content."""
+
+    def __init__(self, network, extractor: FeatureExtractor, grams, settings: NSTSettings):
+        super().__init__(name="perceptual_trainer")
+        self.network, self.extractor, self.nst_settings = network, extractor, settings
+        self.features = extractor.model_for(resolve_precision(settings))
+        self.grams = grams
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        _, content = self.extractor.split(self.features(x, training=False))
+        targets = [ops.stop_gradient(ops.cast(f, "float32")) for f in content]
+        grams = [ops.convert_to_tensor(g) for g in self.grams]
+        terms = loss_terms(self.extractor.split, self.nst_settings, lambda images: self.features(images, training=False),
+                           y_pred, targets, grams)
+        return ops.mean(terms["total"])
+
+
+class _History(keras.callbacks.Callback):
+    def __init__(self, every):
+        super().__init__()
+        self.every, self.points = every, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.points.append(((epoch + 1) * self.every, float(logs["loss"])))
+
+
+def prepare_photos(photos, settings: FFSettings) -> list[np.ndarray]:
+    """Float [0,1] photos with the long side at `image_size`, and the short side at least
+    `train_size` (upscaled if needed) so that every photo yields a crop."""
+    out = []
+    for photo in photos:
+        photo = np.asarray(photo)
+        photo = photo.astype(np.float32) / 255.0 if photo.dtype == np.uint8 else photo.astype(np.float32)
+        photo = resize_to_max_dim(photo, settings.image_size)
+        if min(photo.shape[:2]) < settings.train_size:
+            photo = resize_to_max_dim(photo, math.ceil(max(photo.shape[:2]) * settings.train_size / min(photo.shape[:2])))
+        out.append(photo)
+    return out
+
+
+def learning_rate(settings: FFSettings):
+    """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then cosine decay to
+    `learning_rate x final_lr_fraction` at `train_steps`."""
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, settings.train_steps - settings.warmup_steps), alpha=settings.final_lr_fraction,
+        warmup_target=settings.learning_rate, warmup_steps=settings.warmup_steps,
+    )
+
+
+def train(extractor: FeatureExtractor, photos, style_image: np.ndarray, settings: FFSettings = FFSettings(),
+          callbacks=(), verbose: int = 0) -> TrainResult:
+    """Train a network for the style `style_image` ([H,W,3] in [0,1] or uint8) on `photos`
+    (a list of [H,W,3] images, uint8 or float in [0,1]; any sizes). `callbacks`: Keras
+    callbacks for `fit`, whose epochs are blocks of `loss_every` steps (progress, timing)."""
+    if settings.train_steps % settings.loss_every:
+        raise ValueError(f"train_steps ({settings.train_steps}) must be a multiple of loss_every ({settings.loss_every})")
+    if settings.train_size % 4 or settings.train_size < 16:
+        raise ValueError(f"train_size must be a multiple of 4 and >= 16, got {settings.train_size}")
+    nst_settings = loss_settings(settings)
+    extractor = with_content_layer(extractor, settings.content_layer)
+    style = prepare_photos([style_image], dataclasses.replace(settings, train_size=1))[0]
+    grams = style_targets(extractor, style)
+    network = build_network(settings)
+    trainer = _PerceptualTrainer(network, extractor, grams, nst_settings)
+    # JAX only compiles with jit; TensorFlow's XLA measured slower than its oneDNN kernels on CPU.
+    jit = True if keras.backend.backend() == "jax" else resolve_jit_compile(NSTSettings())
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(settings)), jit_compile=jit)
+    history = _History(settings.loss_every)
+    start = time.perf_counter()
+    trainer.fit(_Crops(prepare_photos(photos, settings), settings), epochs=settings.train_steps // settings.loss_every,
+                steps_per_epoch=settings.loss_every, shuffle=False, callbacks=[history, *callbacks], verbose=verbose)
+    seconds = time.perf_counter() - start
+    return TrainResult(network, history.points, history.points[-1][1], seconds)
