@@ -1,5 +1,6 @@
-"""Everything Beam: options, manifests, fan-out, the steps that wrap `transforms/`, sinks and the CLI."""
+"""Everything Beam: options, manifests, the methods' steps that wrap `transforms/`, sinks, reports, CLI."""
 import os
 
-# TensorFlow's C++ start-up chatter hides the run's own output; users can still set this themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log (oneDNN notes, CUDA probes) hides the run's own output; its errors that matter
+# reach Python as exceptions. Users can still set this themselves; `--debug` shows everything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

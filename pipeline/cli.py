@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import logging
 import os
 import subprocess
 import sys
 import time
 
-from pipeline.quiet import quiet_startup
+from pipeline.quiet import configure_logging, quiet_startup
 from pipeline.reporting.schema import error_fraction
 
 # Everything that imports Keras is imported inside the commands, after `select_backend` has set
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         parser.error(f"unknown command {command!r}")
     debug = "--debug" in rest
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(debug)
     with quiet_startup(enabled=not debug):
         problem = select_backend(rest)
     if problem:

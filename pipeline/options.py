@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.io import storage
 from transforms.cartoon import PRESETS, CartoonParams
+from transforms.feedforward.settings import FFSettings
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
 
 CARTOON_HELP = {
@@ -59,17 +60,41 @@ NST_HELP = {
 }
 
 
+FF_HELP = {
+    "train_size": "side of the square random crops the network trains on, in pixels",
+    "train_steps": "training steps per style",
+    "batch_size": "crops per training step",
+    "learning_rate": "Adam's peak learning rate (linear warm-up, then cosine decay)",
+    "warmup_steps": "steps of linear learning-rate warm-up",
+    "final_lr_fraction": "the learning rate at the last step, as a fraction of the peak",
+    "width": "channels of the network's first layer (then 2x and 4x)",
+    "residual_blocks": "residual blocks at a quarter of the resolution",
+    "content_layer": "VGG19 layer of the training's content loss",
+    "content_weight": "weight of the training's content loss",
+    "style_weight": "weight of the training's style loss",
+    "tv_weight": "weight of the training's total variation loss",
+    "seed": "seeds the network's initial weights and the training crops",
+    "precision": "the loss network's precision while training: float32 | bfloat16 | auto",
+    "loss_every": "record the training loss every this many steps (the model card's history)",
+    "apply_batch": "images per network call when stylising",
+}
+#: FFSettings fields that are not flags: the pipeline sets them (image_size is --max-dim).
+FF_NOT_FLAGS = ("image_size",)
+
+
 def _spellings(dest: str) -> list[str]:
     """Beam's own flags use underscores; people type dashes. Accept both."""
     dashed = dest.replace("_", "-")
     return [f"--{dest}"] if dashed == dest else [f"--{dest}", f"--{dashed}"]
 
 
-def _add_dataclass_flags(group, cls, prefix: str, helps: dict[str, str], keep_defaults: bool) -> None:
-    """One flag per dataclass field, typed from the field. Without `keep_defaults` the default is None
-    (meaning "the preset's value"), so a preset can fill what the user did not set."""
+def _add_dataclass_flags(group, cls, prefix: str, helps: dict[str, str], keep_defaults: bool, skip=()) -> None:
+    """One flag per dataclass field (but `skip`), typed from the field. Without `keep_defaults` the default
+    is None (meaning "the preset's value"), so a preset can fill what the user did not set."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
         default = field.default if keep_defaults else None
         dest = f"{prefix}{field.name}"
         help_text = f"{helps.get(field.name, field.name)} (default: {field.default})"
@@ -198,6 +223,38 @@ class ToonbeamOptions(PipelineOptions):
             help="imagenet (Keras download and cache), random (tests only), or a .h5/.weights.h5 path or URI",
         )
         _add_dataclass_flags(nst, NSTSettings, "", NST_HELP, keep_defaults=True)
+        ff = parser.add_argument_group(
+            "Feed-forward stylisation (--method feedforward; --max-dim, --output-size, --style-strength and "
+            "--preserve-colors apply too)"
+        )
+        ff.add_argument(
+            *_spellings("ff_train_content"),
+            dest="ff_train_content",
+            help="photos to train on, in any --content form (default: a seeded sample of --content)",
+        )
+        ff.add_argument(
+            *_spellings("ff_train_images"), dest="ff_train_images", type=int, default=16,
+            help="at most this many photos of the training set, a seeded sample (default: 16)",
+        )
+        ff.add_argument(
+            *_spellings("ff_heldout_images"), dest="ff_heldout_images", type=int, default=2,
+            help="of those, how many are held out of training to score the model against NST (default: 2)",
+        )
+        ff.add_argument(
+            *_spellings("ff_gate_steps"), dest="ff_gate_steps", type=int, default=100,
+            help="NST steps (seed settings) the held-out score compares against (default: 100)",
+        )
+        ff.add_argument(
+            *_spellings("ff_max_loss_ratio"), dest="ff_max_loss_ratio", type=float, default=None,
+            help="refuse to apply a model whose held-out loss is above this many times NST's: its pairs become "
+            "quality_gate error rows (default: no gate)",
+        )
+        ff.add_argument(
+            *_spellings("ff_model_dir"), dest="ff_model_dir",
+            help="where models and their cards are kept and looked up, any fsspec URI; share it between runs "
+            "(default: OUTPUT/models)",
+        )
+        _add_dataclass_flags(ff, FFSettings, "ff_", FF_HELP, keep_defaults=True, skip=FF_NOT_FLAGS)
 
 
 def cartoon_overrides(options: ToonbeamOptions) -> dict:
@@ -206,6 +263,12 @@ def cartoon_overrides(options: ToonbeamOptions) -> dict:
 
 def nst_settings(options: ToonbeamOptions) -> NSTSettings:
     return NSTSettings(**{f.name: getattr(options, f.name) for f in dataclasses.fields(NSTSettings)})
+
+
+def ff_settings(options: ToonbeamOptions) -> FFSettings:
+    """The feed-forward settings of the flags; image_size is --max-dim (train at the apply scale)."""
+    flags = {f.name: getattr(options, f"ff_{f.name}") for f in dataclasses.fields(FFSettings) if f.name not in FF_NOT_FLAGS}
+    return FFSettings(image_size=options.max_dim, **flags)
 
 
 def allowed_schemes(options: ToonbeamOptions) -> tuple[str, ...]:

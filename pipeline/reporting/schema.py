@@ -46,6 +46,7 @@ REPORT_SCHEMA = pa.schema(
         ("preserve_colors", pa.bool_()),
         ("output_size", pa.string()),
         ("style_blend", pa.string()),  # "a:0.7,b:0.3" when the style is a blend (--style-blend)
+        ("model_uri", pa.string()),  # feedforward: the style's network (its card is beside it, .json)
     ]
 )
 

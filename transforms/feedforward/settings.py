@@ -35,3 +35,23 @@ class FFSettings:
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
     loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
     apply_batch: int = 4  # images per network call in `apply`
+
+
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def check_settings(settings: FFSettings) -> FFSettings:
+    """`settings` unchanged, or a ValueError naming the first bad field (the driver calls it before any
+    work, so that a bad value does not fail every style's training)."""
+    if settings.train_size % 4 or settings.train_size < 16:
+        raise ValueError(f"train_size must be a multiple of 4 and at least 16, got {settings.train_size}")
+    if settings.loss_every < 1 or settings.train_steps < 1 or settings.train_steps % settings.loss_every:
+        raise ValueError(f"train_steps ({settings.train_steps}) must be a positive multiple of loss_every "
+                         f"({settings.loss_every})")
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
+    if min(settings.batch_size, settings.width, settings.apply_batch) < 1 or settings.residual_blocks < 0:
+        raise ValueError("batch_size, width and apply_batch must be at least 1, residual_blocks at least 0")
+    if not settings.learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {settings.learning_rate}")
+    return settings

@@ -1,0 +1,161 @@
+"""--method feedforward through the pipeline: a training unit per style, every pair through its style's
+network (RunInference), models reused by hash, the quality gate, the loss columns, bad training data."""
+import json
+import shutil
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from pipeline import app
+from pipeline.io.manifests import ManifestEntry
+from pipeline.methods import feedforward
+from pipeline.methods.feedforward import StyleExample, StyleNetworkHandler
+from tests.conftest import SAMPLES, small_png
+from transforms import images
+from transforms.feedforward.network import build_network, save_network
+from transforms.feedforward.settings import FFSettings
+from transforms.nst.extractors import load_extractor
+from transforms.nst.optimize import content_targets, evaluate_losses, style_targets
+from transforms.nst.settings import NSTSettings
+
+pytestmark = pytest.mark.slow
+
+#: Tiny training: 64 px photos, 32 px crops, 10 steps; random extractor weights (the mechanics, not the art).
+TINY = ["--method", "feedforward", "--weights", "random", "--max-dim", "64", "--ff-train-steps", "10",
+        "--ff-loss-every", "5", "--ff-train-size", "32", "--ff-width", "8", "--ff-residual-blocks", "1",
+        "--ff-gate-steps", "2"]
+
+
+def _catalog(tmp_path, contents=3, styles=2):
+    (tmp_path / "content").mkdir()
+    (tmp_path / "style").mkdir()
+    for i in range(contents):
+        (tmp_path / "content" / f"c{i}.png").write_bytes(small_png(i, (48, 64)))
+    for i in range(styles):
+        (tmp_path / "style" / f"s{i}.png").write_bytes(small_png(10 + i, (48, 64)))
+    return tmp_path / "content", tmp_path / "style"
+
+
+def _run(content, style, output, *extra):
+    app.run(["--content", str(content), "--style", str(style), "--output", str(output), *TINY, *extra])
+    rows = pq.read_table(str(output / "report")).to_pylist()
+    return {(r["method"], r["content_id"], r["style_id"]): r for r in rows}
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a model with the same hash exists: nothing may be trained")
+
+
+def test_trains_once_per_style_then_stylises_every_pair(tmp_path):
+    content, style = _catalog(tmp_path)
+    rows = _run(content, style, tmp_path / "out")
+    train_rows = {k: r for k, r in rows.items() if k[0] == "feedforward_train"}
+    pair_rows = {k: r for k, r in rows.items() if k[0] == "feedforward"}
+    assert sorted(k[2] for k in train_rows) == ["s0", "s1"] and all(k[1] is None for k in train_rows)
+    assert len(pair_rows) == 6 and {r["status"] for r in rows.values()} == {"ok"}
+    for (_, _, style_id), row in train_rows.items():
+        card = json.loads((tmp_path / "out" / "models" / (row["model_uri"].rsplit("/", 1)[1][: -len(".weights.h5")] + ".json")).read_text())
+        assert card["style_id"] == style_id and card["steps"] == 10 and len(card["training_set"]["photos"]) == 1
+        assert card["heldout"]["photos"] == ["c1", "c2"] and card["heldout"]["ratio_total"] > 0
+        assert all(r["model_uri"] == row["model_uri"] for k, r in pair_rows.items() if k[2] == style_id)
+    for row in pair_rows.values():
+        assert (row["height"], row["width"]) == (48, 64) and row["loss_total"] > 0
+
+
+def test_loss_columns_are_the_seed_loss_of_the_written_image(tmp_path):
+    content, style = _catalog(tmp_path, contents=1, styles=1)
+    row = _run(content, style, tmp_path / "out")[("feedforward", "c0", "s0")]
+    extractor = load_extractor("vgg19", "random")
+    written = images.to_float01(images.decode_image(open(row["output_uri"], "rb").read()))
+    photo = images.to_float01(images.resize_to_max_dim(images.decode_image(small_png(0, (48, 64))), 64))
+    grams = style_targets(extractor, images.to_float01(images.resize_to_max_dim(images.decode_image(small_png(10, (48, 64))), 64)))
+    expected = evaluate_losses(extractor, written[None], content_targets(extractor, photo), [grams], NSTSettings())[0]
+    for term in ("total", "content", "style", "tv"):
+        assert row[f"loss_{term}"] == pytest.approx(expected[term], rel=1e-4), term
+
+
+def test_same_style_and_settings_reuse_the_model_and_a_change_retrains(tmp_path, monkeypatch):
+    content, style = _catalog(tmp_path, contents=2, styles=1)
+    models = tmp_path / "models"
+    first = _run(content, style, tmp_path / "r1", "--ff-model-dir", str(models))
+    uri = first[("feedforward_train", None, "s0")]["model_uri"]
+    with monkeypatch.context() as patched:
+        patched.setattr(feedforward, "train", _no_training)
+        again = _run(content, style, tmp_path / "r2", "--ff-model-dir", str(models))
+    assert again[("feedforward_train", None, "s0")]["status"] == "skipped"
+    assert again[("feedforward_train", None, "s0")]["model_uri"] == uri
+    assert again[("feedforward", "c0", "s0")]["status"] == "ok"
+    # a changed training setting, and a changed style byte, each make a new model
+    steps = _run(content, style, tmp_path / "r3", "--ff-model-dir", str(models), "--ff-train-steps", "5")
+    (style / "s0.png").write_bytes(small_png(99, (48, 64)))
+    restyled = _run(content, style, tmp_path / "r4", "--ff-model-dir", str(models))
+    uris = {uri, steps[("feedforward_train", None, "s0")]["model_uri"], restyled[("feedforward_train", None, "s0")]["model_uri"]}
+    assert len(uris) == 3 and all(r["status"] == "ok" for r in restyled.values())
+
+
+def test_the_quality_gate_refuses_a_model_above_the_ratio(tmp_path):
+    content, style = _catalog(tmp_path, contents=3, styles=1)
+    rows = _run(content, style, tmp_path / "out", "--ff-max-loss-ratio", "1e-9")
+    assert rows[("feedforward_train", None, "s0")]["status"] == "ok"
+    pairs = [r for k, r in rows.items() if k[0] == "feedforward"]
+    assert len(pairs) == 3 and {(r["status"], r["error_type"]) for r in pairs} == {("error", "quality_gate")}
+    assert "--ff-max-loss-ratio" in pairs[0]["error"]
+    dead = [json.loads(line) for f in (tmp_path / "out" / "errors").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert sorted(d["id"] for d in dead) == ["c0", "c1", "c2"]
+
+
+def test_broken_training_photos_are_skipped_and_none_usable_is_one_error_row_per_style(tmp_path):
+    content, style = _catalog(tmp_path, contents=3, styles=2)
+    (content / "c9.png").write_bytes(b"not an image")
+    rows = _run(content, style, tmp_path / "out")
+    card_uri = rows[("feedforward_train", None, "s0")]["model_uri"].replace(".weights.h5", ".json")
+    assert json.loads(open(card_uri).read())["training_set"]["broken"] == ["c9"]
+    # no usable photo at all: the training unit of each style is the clear error; its pairs fail with it
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"garbage")
+    rows = _run(content, style, tmp_path / "out2", "--ff-train-content", str(broken))
+    for style_id in ("s0", "s1"):
+        train_row = rows[("feedforward_train", None, style_id)]
+        assert (train_row["status"], train_row["error_type"]) == ("error", "no_training_data")
+        assert "no usable training photo" in train_row["error"]
+    pairs = {k[1]: r["error_type"] for k, r in rows.items() if k[0] == "feedforward"}
+    assert pairs == {"c0": "no_training_data", "c1": "no_training_data", "c2": "no_training_data", "c9": "decode_error"}
+
+
+def test_the_apply_step_is_run_inference_with_a_keyed_handler(tmp_path):
+    settings = FFSettings(width=8, residual_blocks=1)
+    path = str(tmp_path / "net.weights.h5")
+    save_network(build_network(settings), path)
+    photo = np.random.default_rng(0).random((20, 28, 3), dtype=np.float32)
+    examples = [
+        ("s", StyleExample(ManifestEntry("a", "a.png"), ManifestEntry("s", "s.png"), photo, path, {}, 0.0)),
+        ("s", StyleExample(ManifestEntry("b", "b.png"), ManifestEntry("s", "s.png"), photo[:13], path, {}, 0.0)),
+    ]
+
+    def check(results):
+        by_content = {prediction.example.content.id: prediction for _, prediction in results}
+        assert sorted(by_content) == ["a", "b"]
+        for content_id, shape in (("a", (20, 28, 3)), ("b", (13, 28, 3))):
+            image, seconds = by_content[content_id].inference
+            assert image.shape == shape and 0 <= image.min() and image.max() <= 1 and seconds >= 0
+            assert by_content[content_id].model_id == path
+
+    with TestPipeline() as p:
+        results = p | beam.Create(examples) | RunInference(KeyedModelHandler(StyleNetworkHandler(settings)))
+        assert_that(results, check)
+
+
+def test_samples_run_with_every_method_side_by_side(tmp_path):
+    """--method takes a comma list; nst and feedforward rows of the same pairs sit side by side."""
+    content = tmp_path / "content"
+    shutil.copytree(SAMPLES / "content", content)
+    rows = _run(content, SAMPLES / "style", tmp_path / "out", "--method", "classical,nst,feedforward", "--steps", "2")
+    methods = sorted({k[0] for k in rows})
+    assert methods == ["classical", "feedforward", "feedforward_train", "nst"]
+    assert len(rows) == 4 + 16 + 16 + 4 and {r["status"] for r in rows.values()} == {"ok"}
