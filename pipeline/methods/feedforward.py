@@ -35,7 +35,7 @@ from pipeline.io import outputs, storage
 from pipeline.io.manifests import ListAndSpread, ManifestEntry, read_manifest
 from pipeline.io.weights import local_weights
 from pipeline.methods import Method
-from pipeline.models import WithSharedExtractor, check_neural_options, worker_columns
+from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
 from pipeline.options import ff_settings, nst_settings
 from pipeline.pairs import PairTriageFn, pending_styles
 from pipeline.units import (
@@ -80,6 +80,7 @@ class FFJob:
     heldout_images: int = 2
     gate_steps: int = 100
     max_loss_ratio: float | None = None
+    backend: str | None = None  # what --backend asked for (None: the workers' own)
 
     @property
     def training(self) -> FFSettings:
@@ -118,6 +119,8 @@ class FFJob:
         )
 
     def on_worker(self, units: UnitContext) -> UnitContext:
+        """`units` with what only a worker knows (backend, device), on the backend --backend asked for."""
+        check_worker_backend(self.backend)
         return units.with_columns(**worker_columns(self.extractor))
 
 
@@ -511,7 +514,7 @@ class FeedForward(Method):
             model_dir=toon.ff_model_dir or storage.join_uri(run.output, "models"),
             train_content=toon.ff_train_content or toon.content, train_images=toon.ff_train_images,
             heldout_images=toon.ff_heldout_images, gate_steps=toon.ff_gate_steps,
-            max_loss_ratio=toon.ff_max_loss_ratio,
+            max_loss_ratio=toon.ff_max_loss_ratio, backend=toon.backend,
         )
         columns = dict(
             extractor=toon.extractor, style_strength=controls_.style_strength,
