@@ -189,7 +189,8 @@ def _peer():
 def section_quality(args, extractor, networks, out):
     import numpy as np
 
-    from transforms.feedforward.evaluation import as_float01, evaluate_heldout, gray_ssim, seed_losses, summarise
+    from transforms.feedforward.evaluation import evaluate_heldout, gray_ssim, seed_losses, summarise
+    from transforms.feedforward.training import as_float01
     from transforms.images import encode_png, to_uint8
     from transforms.nst.optimize import style_targets
 
@@ -328,6 +329,23 @@ def memory_worker(overrides):
                       "s_per_step": (time.perf_counter() - start) / settings.train_steps}))
 
 
+def research_table(path=os.path.join(RESULTS, "ff_runs.jsonl")):
+    """The research log as a markdown table: one row per run and style."""
+    print("| run | note | style | s/step | train s | final train loss | ratio total | content | style | tv "
+          "| SSIM ff | SSIM NST | load |")
+    print("|" + "---|" * 13)
+    for line in open(path):
+        run = json.loads(line)
+        for style, quality in run.get("quality", {}).items():
+            q, t = quality.get("nst100", {}), run.get("train", {}).get(style, {})
+            cells = [run["tag"], run["note"], style, f"{t.get('s_per_step', float('nan')):.2f}",
+                     f"{t.get('seconds', float('nan')):.0f}", f"{t.get('final_loss', float('nan')):.3g}"]
+            cells += [f"{q.get(k, float('nan')):.2f}" for k in ("ratio_total", "ratio_content", "ratio_style", "ratio_tv")]
+            cells += [f"{q.get('ff_ssim', float('nan')):.3f}", f"{q.get('nst_ssim', float('nan')):.3f}",
+                      f"{run['load_avg_start']:.1f}-{run.get('load_avg_end', float('nan')):.1f}"]
+            print("| " + " | ".join(cells) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="train,quality,speed,memory,peer")
@@ -339,8 +357,11 @@ def main():
     parser.add_argument("--nst-timing-steps", type=int, default=20)
     parser.add_argument("--memory-steps", type=int, default=10)
     parser.add_argument("--note", default="", help="a free-text note stored with the run")
+    parser.add_argument("--table", action="store_true", help="print the research log as a table and exit")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        return research_table()
     if args.memory_worker:
         return memory_worker(args.memory_worker)
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from transforms.feedforward.network import apply
-from transforms.images import resize_to_max_dim
+from transforms.feedforward.training import as_float01
 from transforms.nst.optimize import content_targets, evaluate_losses, style_targets, stylize
 from transforms.nst.settings import NSTSettings
 
@@ -31,13 +31,6 @@ def gray_ssim(image: np.ndarray, reference: np.ndarray) -> float:
     c1, c2 = 0.01**2, 0.03**2
     ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(ssim[pad:-pad, pad:-pad].mean())
-
-
-def as_float01(image: np.ndarray, max_dim: int) -> np.ndarray:
-    """uint8 or float [0,1] [H,W,3] -> float32 [0,1] with the long side `max_dim`."""
-    image = np.asarray(image)
-    image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    return resize_to_max_dim(image, max_dim)
 
 
 def seed_losses(extractor, image: np.ndarray, photo: np.ndarray, grams) -> dict:

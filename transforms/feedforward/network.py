@@ -46,9 +46,9 @@ class _Layers:
     def __init__(self, seed: int):
         self.seed, self.count = seed, 0
 
-    def conv(self, x, filters, kernel, stride=1, norm=True, relu=True):
+    def conv(self, x, filters, kernel, stride=1, norm=True, relu=True, zero=False):
         self.count += 1
-        init = keras.initializers.GlorotUniform(seed=self.seed * 1000 + self.count)
+        init = "zeros" if zero else keras.initializers.GlorotUniform(seed=self.seed * 1000 + self.count)
         x = ReflectPad(kernel // 2)(x)
         x = keras.layers.Conv2D(filters, kernel, strides=stride, kernel_initializer=init, use_bias=not norm)(x)
         if norm:
@@ -75,7 +75,10 @@ def build_network(settings: FFSettings = FFSettings()) -> keras.Model:
         x = make.residual(x)
     x = make.upsample(x, 2 * width)
     x = make.upsample(x, width)
-    x = make.conv(x, 3, 9, norm=False, relu=False)
+    residual = settings.output == "residual"
+    x = make.conv(x, 3, 9, norm=False, relu=False, zero=residual)
+    if residual:  # a change around the photo's own logits: the identity at initialisation
+        x = x + ops.log(ops.clip(images, 1e-3, 1 - 1e-3) / ops.clip(1 - images, 1e-3, 1 - 1e-3))
     return keras.Model(images, ops.sigmoid(x), name="ff_style_network")
 
 

@@ -12,19 +12,21 @@ class FFSettings:
 
     # Data: photos and the style image are resized so that their long side is `image_size` (the
     # size the network will mostly be applied at, so that the style's texture scale matches), then
-    # training takes random `train_size` px square crops of the photos.
+    # training takes random `train_size` px square crops of the photos. The defaults are the best
+    # CPU-sized budget measured (bench/FF_RESEARCH.md, run r10).
     image_size: int = 256
     train_size: int = 128
     train_steps: int = 600
-    batch_size: int = 4
+    batch_size: int = 8
     # Adam with a linear warmup to `learning_rate`, then cosine decay to lr x `final_lr_fraction`.
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-2
     warmup_steps: int = 50
     final_lr_fraction: float = 0.01
     # Network (Johnson et al. 2016 with instance normalisation): channels `width`, 2 x width and
     # 4 x width, `residual_blocks` residual blocks at a quarter of the resolution.
-    width: int = 32
+    width: int = 16
     residual_blocks: int = 5
+    output: str = "residual"  # sigmoid(net) | residual: sigmoid(logit(photo) + net), the identity at start
     # Training loss: the seed's NST terms (transforms.nst.losses) on the VGG19 features, with its
     # weights by default. The evaluation always uses the seed's loss (NSTSettings()).
     content_layer: str = "block5_conv2"

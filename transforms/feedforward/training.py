@@ -18,9 +18,8 @@ import numpy as np
 from keras import ops
 
 from transforms.feedforward.network import build_network
-from transforms.feedforward.settings import FFSettings
+from transforms.feedforward.settings import FFSettings, check_settings
 from transforms.images import resize_to_max_dim
-from transforms.nst import backends
 from transforms.nst.extractors import FeatureExtractor
 from transforms.nst.optimize import loss_terms, resolve_jit_compile, resolve_precision, style_targets
 from transforms.nst.settings import NSTSettings
@@ -104,14 +103,19 @@ class _History(keras.callbacks.Callback):
         self.points.append(((epoch + 1) * self.every, float(logs["loss"])))
 
 
+def as_float01(image: np.ndarray, max_dim: int) -> np.ndarray:
+    """uint8 or float [0,1] [H,W,3] -> float32 [0,1] with the long side `max_dim`."""
+    image = np.asarray(image)
+    image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    return resize_to_max_dim(image, max_dim)
+
+
 def prepare_photos(photos, settings: FFSettings) -> list[np.ndarray]:
-    """Float [0,1] photos with the long side at `image_size`, and the short side at least
-    `train_size` (upscaled if needed) so that every photo yields a crop."""
+    """`as_float01` at `image_size`, upscaled where the short side is below `train_size`, so
+    that every photo yields a crop."""
     out = []
     for photo in photos:
-        photo = np.asarray(photo)
-        photo = photo.astype(np.float32) / 255.0 if photo.dtype == np.uint8 else photo.astype(np.float32)
-        photo = resize_to_max_dim(photo, settings.image_size)
+        photo = as_float01(photo, settings.image_size)
         if min(photo.shape[:2]) < settings.train_size:
             photo = resize_to_max_dim(photo, math.ceil(max(photo.shape[:2]) * settings.train_size / min(photo.shape[:2])))
         out.append(photo)
@@ -132,14 +136,10 @@ def train(extractor: FeatureExtractor, photos, style_image: np.ndarray, settings
     """Train a network for the style `style_image` ([H,W,3] in [0,1] or uint8) on `photos`
     (a list of [H,W,3] images, uint8 or float in [0,1]; any sizes). `callbacks`: Keras
     callbacks for `fit`, whose epochs are blocks of `loss_every` steps (progress, timing)."""
-    if settings.train_steps % settings.loss_every:
-        raise ValueError(f"train_steps ({settings.train_steps}) must be a multiple of loss_every ({settings.loss_every})")
-    if settings.train_size % 4 or settings.train_size < 16:
-        raise ValueError(f"train_size must be a multiple of 4 and >= 16, got {settings.train_size}")
+    check_settings(settings)
     nst_settings = loss_settings(settings)
     extractor = with_content_layer(extractor, settings.content_layer)
-    style = prepare_photos([style_image], dataclasses.replace(settings, train_size=1))[0]
-    grams = style_targets(extractor, style)
+    grams = style_targets(extractor, as_float01(style_image, settings.image_size))
     network = build_network(settings)
     trainer = _PerceptualTrainer(network, extractor, grams, nst_settings)
     # JAX only compiles with jit; TensorFlow's XLA measured slower than its oneDNN kernels on CPU.
