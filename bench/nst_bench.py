@@ -244,7 +244,7 @@ def report(rows, seed_at, ttq, args):
         if seed:
             point = seed["checkpoints"][str(args.steps)]
             seed_seconds, seed_loss = point["seconds"], point["loss"]
-            table.append(_line(f"seed-style eager f32", size, args.steps, seed_seconds, seed_loss, seed,
+            table.append(_line("seed-style eager f32", size, args.steps, seed_seconds, seed_loss, seed,
                                seed_seconds, seed_loss, ceilings.get("float32"), 0.0))
         for row in rows:
             if row["impl"] == "ours" and row["max_dim"] == size and row.get("label", "").startswith("ours"):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from skimage import metrics
 
-from tests.conftest import ROOT, SAMPLES, sample_photo
-from tests.test_nst_real import requires_real_weights
+from tests.conftest import ROOT, SAMPLES, requires_real_weights, sample_photo
 from transforms import images
 from transforms.feedforward import evaluation
 from transforms.feedforward.network import apply, build_network, load_network, save_network

@@ -1,7 +1,6 @@
 """Runner presets, the worker container's companions, and --dry-run (offline, for every preset)."""
 import ast
 import json
-import pathlib
 import subprocess
 import sys
 import zipfile

@@ -1,5 +1,4 @@
 """`toonbeam report OUTPUT`: the text summary of a report built from rows."""
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

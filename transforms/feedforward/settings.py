@@ -39,6 +39,7 @@ class FFSettings:
     apply_batch: int = 4  # images per network call in `apply`
 
 
+OUTPUTS = ("sigmoid", "residual")
 PRECISIONS = ("float32", "bfloat16", "auto")
 
 
@@ -50,6 +51,8 @@ def check_settings(settings: FFSettings) -> FFSettings:
     if settings.loss_every < 1 or settings.train_steps < 1 or settings.train_steps % settings.loss_every:
         raise ValueError(f"train_steps ({settings.train_steps}) must be a positive multiple of loss_every "
                          f"({settings.loss_every})")
+    if settings.output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {settings.output!r}")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
     if min(settings.batch_size, settings.width, settings.apply_batch) < 1 or settings.residual_blocks < 0:
