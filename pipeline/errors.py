@@ -11,7 +11,8 @@ from transforms import images
 
 #: Every `error_type` a report row can carry, with what it means. Codes are stable: scripts match them.
 ERROR_TYPES: dict[str, str] = {
-    "bad_manifest_row": "the manifest row is unusable: no uri, a duplicate id, a line that is not JSON",
+    "bad_manifest_row": "the manifest row is unusable: no uri, a duplicate id, a line that is not JSON, a URI with a "
+    "NUL byte, a malformed URL (never requested, never retried)",
     "unsupported_scheme": "the URI's scheme is not in --allowed-schemes",
     "not_found": "the input does not exist (also HTTP 404)",
     "not_a_file": "the URI names a folder, not a file",

@@ -285,3 +285,35 @@ def test_the_cloud_metadata_address_is_an_error_row_by_default(tmp_path):
     (row,) = read_report(str(tmp_path / "out")).to_pylist()
     assert (row["status"], row["error_type"]) == ("error", "address_not_allowed")
     assert "169.254.169.254, a link-local address" in row["error"]
+
+
+# --- Second round (issue 10): each test failed on the code before its fix -----------------------------
+
+
+def _report(out) -> dict:
+    return {r["content_id"]: r for r in read_report(str(out)).to_pylist()}
+
+
+def _jsonl(path: pathlib.Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_a_nul_byte_or_a_malformed_url_is_a_bad_manifest_row_never_requested(tmp_path, monkeypatch):
+    from pipeline.io import storage
+
+    requests = []
+    real_get = storage._http_get
+    monkeypatch.setattr(storage, "_http_get", lambda uri, policy: requests.append(uri) or real_get(uri, policy))
+    manifest = _jsonl(tmp_path / "list.jsonl", [
+        {"id": "nul", "uri": str(tmp_path / "a\0b.png")},
+        {"id": "port", "uri": "http://127.1:99999/x.png"},
+        {"id": "badport", "uri": "http://127.1:abc/x.png"},
+        {"id": "nohost", "uri": "http:///x.png"},
+    ])
+    app.run(["--content", manifest, "--output", str(tmp_path / "out"), "--http-allowed-addresses", "any"])
+    rows = _report(tmp_path / "out")
+    assert {i: (r["status"], r["error_type"]) for i, r in rows.items()} == dict.fromkeys(
+        ("nul", "port", "badport", "nohost"), ("error", "bad_manifest_row"))
+    assert "NUL byte" in rows["nul"]["error"] and "malformed URL" in rows["port"]["error"]
+    assert requests == []  # refused before any attempt, so never retried

@@ -63,6 +63,13 @@ class AddressNotAllowed(ReadError):
     error_type = "address_not_allowed"
 
 
+class InvalidURI(ReadError):
+    """A URI that no attempt could ever read (a NUL byte, a URL without a host or with a bad port):
+    the manifest row is at fault, so it is refused before any request and never retried."""
+
+    error_type = "bad_manifest_row"
+
+
 class HTTPStatusError(ReadError):
     error_type = "http_error"
 
@@ -97,9 +104,26 @@ def check_scheme(uri: str, allowed_schemes=DEFAULT_ALLOWED_SCHEMES) -> str:
     return found
 
 
+def check_well_formed(uri: str) -> None:
+    """Raise `InvalidURI` when `uri` cannot name anything readable, whatever the network does."""
+    if "\0" in uri:
+        raise InvalidURI("the URI contains a NUL byte")
+    if scheme(uri) in ("http", "https"):
+        from yarl import URL
+
+        try:
+            url = URL(uri)
+            url.port  # noqa: B018 - yarl checks the port when it is read
+        except ValueError as exc:
+            raise InvalidURI(f"malformed URL: {exc}") from None
+        if not url.host:
+            raise InvalidURI("malformed URL: no host")
+
+
 def read_bytes(uri: str, policy: ReadPolicy | None = None) -> bytes:
     """All bytes of `uri`, within `policy` (default: `ReadPolicy()`)."""
     policy = policy or ReadPolicy()
+    check_well_formed(uri)
     if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
         return _read_http(uri, policy)
     fs, path = fsspec.core.url_to_fs(uri)
