@@ -11,10 +11,16 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineRunner
 
 from pipeline.io import storage
-from pipeline.io.manifests import ReadManifest, check_manifest, read_manifest
+from pipeline.io.manifests import ManifestEntry, ManifestRules, ReadManifest, load_manifest
 from pipeline.io.sinks import WriteDeadLetters, WriteReport
 from pipeline.methods import Method, method_class, parse_methods
-from pipeline.options import ToonbeamOptions, allowed_schemes, expand_config, read_policy, unfilled_placeholders
+from pipeline.options import (
+    ToonbeamOptions,
+    allowed_schemes,
+    expand_config,
+    read_policy,
+    unfilled_placeholders,
+)
 from pipeline.reporting.incremental import ReadPreviousReports, check_previous_reports
 from pipeline.units import RunContext
 
@@ -37,6 +43,9 @@ class RunPlan:
     toon: ToonbeamOptions
     run_id: str
     methods: tuple[str, ...]
+    #: The entries of --content ("contents") and --style ("styles"), read once by the driver before any
+    #: work (empty with --dry-run).
+    inputs: dict[str, list[ManifestEntry]] = dataclasses.field(default_factory=dict)
 
     def method_classes(self) -> list[type[Method]]:
         return [method_class(name) for name in self.methods]
@@ -87,12 +96,18 @@ def plan_run(argv: list[str]) -> RunPlan:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     if not dry_run:
-        check_manifest(toon.content)
+        rules = manifest_rules(toon)
+        plan.inputs["contents"] = load_manifest(toon.content, rules)
         if plan.needs_style:
-            check_manifest(toon.style)
+            plan.inputs["styles"] = load_manifest(toon.style, rules)
         if toon.incremental:
             _check_previous_reports(toon.incremental)
     return plan
+
+
+def manifest_rules(toon: ToonbeamOptions) -> ManifestRules:
+    """How --content and --style are read: under the run's read policy, never yielding --output's files."""
+    return ManifestRules(read_policy(toon), exclude=toon.output, follow_symlinks=toon.follow_symlinks)
 
 
 def _check_previous_reports(spec: str) -> None:
@@ -110,7 +125,7 @@ def _check_limits(toon: ToonbeamOptions) -> None:
     if toon.max_error_fraction is not None and not 0 <= toon.max_error_fraction <= 1:
         raise UsageError(f"--max-error-fraction must be between 0 and 1, got {toon.max_error_fraction}")
     for flag, value in (("--max-input-pixels", toon.max_input_pixels), ("--max-input-bytes", toon.max_input_bytes),
-                        ("--http-timeout", toon.http_timeout)):
+                        ("--read-timeout", toon.read_timeout), ("--http-timeout", toon.http_timeout)):
         if value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
     if toon.http_retries < 0:
@@ -124,9 +139,13 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     failed units' dead-letter records go under OUTPUT/errors/)."""
     toon = plan.toon
     run = RunContext(plan.run_id, toon.output, read_policy(toon), toon.max_input_pixels, toon.skip_existing)
-    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content)}
+    rules = manifest_rules(toon)
+    # In the driver's process the driver's entries are used as they are (the manifest is read once);
+    # a remote runner's worker lists the manifest again, so that no catalog goes into the job graph.
+    read_already = plan.inputs if runs_in_process(plan) else {}
+    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content, rules, read_already.get("contents"))}
     if plan.needs_style:
-        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style)
+        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style, rules, read_already.get("styles"))
     previous = None  # side input of the compute steps: earlier rows by content_id (--incremental)
     if toon.incremental:
         previous = beam.pvalue.AsMultiMap(p | "ReadPreviousReports" >> ReadPreviousReports(toon.incremental))
@@ -160,8 +179,8 @@ def runs_in_process(plan: RunPlan) -> bool:
 
 def count_units(plan: RunPlan) -> int:
     """How many report rows the run will have (each method says how many of its units it makes)."""
-    contents = sum(1 for _ in read_manifest(plan.toon.content))
-    styles = sum(1 for _ in read_manifest(plan.toon.style)) if plan.needs_style else 0
+    contents = len(plan.inputs["contents"])
+    styles = len(plan.inputs.get("styles", ()))
     return sum(cls.count_units(plan.toon, contents, styles) for cls in plan.method_classes())
 
 

@@ -144,6 +144,22 @@ class ToonbeamOptions(PipelineOptions):
             help=f"refuse input files larger than this many bytes (default: {storage.DEFAULT_MAX_INPUT_BYTES})",
         )
         safety.add_argument(
+            *_spellings("follow_symlinks"),
+            dest="follow_symlinks",
+            action="store_true",
+            default=False,
+            help="read files of a folder input that are symbolic links to places outside that folder (by default "
+            "they are error rows, symlink_refused)",
+        )
+        safety.add_argument(
+            *_spellings("read_timeout"),
+            dest="read_timeout",
+            type=float,
+            default=storage.DEFAULT_READ_TIMEOUT,
+            help="seconds allowed for one whole read from a file system or object store (local, memory, gs, s3; "
+            f"HTTP reads have --http-timeout) (default: {storage.DEFAULT_READ_TIMEOUT:g})",
+        )
+        safety.add_argument(
             *_spellings("http_timeout"),
             dest="http_timeout",
             type=float,
@@ -215,6 +231,7 @@ def read_policy(options: ToonbeamOptions) -> storage.ReadPolicy:
     return storage.ReadPolicy(
         allowed_schemes=allowed_schemes(options),
         max_bytes=options.max_input_bytes,
+        read_timeout=options.read_timeout,
         http_timeout=options.http_timeout,
         http_retries=options.http_retries,
         http_allowed_addresses=options.http_allowed_addresses,

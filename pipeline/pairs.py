@@ -61,7 +61,7 @@ class PairTriageFn(beam.DoFn):
         units = self._units
         if entry.error:
             for style in styles:
-                failure = UnitError("bad_manifest_row", entry.error)
+                failure = UnitError(entry.error_type, entry.error)
                 yield from units.failed(units.base(entry, style), failure, None, entry, style, row_tag=ROWS)
             return
         if not units.run.skip_existing:
@@ -100,7 +100,7 @@ def blend_targets(targets: list[StyleTargets], blend: list[tuple[str, float]]) -
     by_id = {target.entry.id: target for target in targets}
     entry = blend_entry([target.entry for target in targets], blend)
     if entry.error:
-        return StyleTargets(entry, None, ("bad_manifest_row", entry.error))
+        return StyleTargets(entry, None, (entry.error_type, entry.error))
     parts = [by_id[name] for name, _ in blend]
     failed = next((part for part in parts if part.error), None)
     if failed is not None:

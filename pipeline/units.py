@@ -114,7 +114,7 @@ class UnitContext:
     def read(self, entry: ManifestEntry) -> bytes:
         """The bytes of an input image, within the run's read policy (read once: hashed, then decoded)."""
         if entry.error:
-            raise UnitError("bad_manifest_row", entry.error)
+            raise UnitError(entry.error_type, entry.error)
         return storage.read_bytes(entry.uri, self.run.read_policy)
 
     def decode(self, data: bytes) -> np.ndarray:

@@ -317,3 +317,70 @@ def test_a_nul_byte_or_a_malformed_url_is_a_bad_manifest_row_never_requested(tmp
         ("nul", "port", "badport", "nohost"), ("error", "bad_manifest_row"))
     assert "NUL byte" in rows["nul"]["error"] and "malformed URL" in rows["port"]["error"]
     assert requests == []  # refused before any attempt, so never retried
+
+
+def _finish(proc, timeout=120):
+    """(returncode, stdout, stderr) of a `_cli` process; killed (and the test failed) when it hangs."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"the run still blocked after {timeout} s")
+    return proc.returncode, stdout, stderr
+
+
+def _one_line(stderr: str) -> str:
+    """The one line a CLI run printed about its failure (Beam's import may log warnings before it)."""
+    ours = [line for line in stderr.splitlines() if line.startswith("toonbeam: ")]
+    assert len(ours) == 1 and "Traceback" not in stderr, stderr
+    return ours[0]
+
+
+def test_a_fifo_in_a_folder_or_as_a_manifest_is_refused_not_waited_for(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(small_png(0))
+    os.mkfifo(folder / "x.png")  # opening it for reading would wait for a writer forever
+    code, stdout, stderr = _finish(_cli("--content", str(folder), "--output", str(tmp_path / "out")))
+    assert code == 0, stderr
+    rows = _report(tmp_path / "out")
+    assert (rows["good"]["status"], rows["x"]["error_type"]) == ("ok", "not_a_file")
+    assert "not a regular file" in rows["x"]["error"]
+
+    os.mkfifo(tmp_path / "list.txt")
+    code, _, stderr = _finish(_cli("--content", str(tmp_path / "list.txt"), "--output", str(tmp_path / "out2")))
+    assert code == 2 and _one_line(stderr).endswith("list.txt: cannot read: is a FIFO (named pipe), not a regular file")
+
+
+def test_an_http_manifest_is_read_once_under_the_run_policy(tmp_path, capsys):
+    with serve(small_png(0)) as (base, hits):
+        refused = ["run", "--content", f"{base}/list.txt", "--output", str(tmp_path / "refused")]
+        assert cli.main(refused) == 2  # loopback is refused by default, for manifests as for images
+        err = capsys.readouterr().err
+        assert "127.0.0.1, a loopback address" in err and len(err.strip().splitlines()) == 1
+        assert hits.get("/list.txt", 0) == 0
+
+        start = time.perf_counter()
+        slow = ["run", "--content", f"{base}/slow-list.txt", "--output", str(tmp_path / "slow"),
+                "--http-allowed-addresses", "any", "--http-timeout", "0.5", "--http-retries", "0"]
+        assert cli.main(slow) == 2 and "0.5 s (--http-timeout)" in capsys.readouterr().err
+        assert time.perf_counter() - start < 1.8  # the server pauses 2 s
+
+        allowed = ["run", "--content", f"{base}/list.txt", "--output", str(tmp_path / "out"),
+                   "--http-allowed-addresses", "any"]
+        assert cli.main(allowed) == 0
+        assert hits["/list.txt"] == 1  # not once to check, once to count and once to list
+    rows = _report(tmp_path / "out")
+    assert (rows["ok"]["status"], rows["missing"]["error_type"]) == ("ok", "not_found")
+
+
+def test_an_output_inside_the_content_folder_is_not_read_back_as_input(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"p{i}.png").write_bytes(small_png(i))
+    argv = ["--content", str(folder), "--output", str(folder / "cartoons")]
+    app.run(argv)
+    app.run(argv)  # the first run's cartoons are in the content folder now
+    assert sorted((i, r["status"]) for i, r in _report(folder / "cartoons").items()) == [("p0", "ok"), ("p1", "ok")]

@@ -1,9 +1,11 @@
 """Every read and write goes through fsspec, so local paths, memory://, gs://, s3:// and http(s):// all work.
 
 Reads are bounded: only the schemes of a `ReadPolicy` are opened, no input may exceed its byte limit,
-HTTP reads have a time-out and a bounded number of retries, and they connect (redirects included) only
-to the addresses the policy allows: by default not loopback, link-local (the cloud metadata service)
-or reserved ones, so a manifest row cannot make a worker fetch from inside its own host (SSRF).
+every read has a time limit (HTTP reads: a time-out and a bounded number of retries), only regular
+files are opened (a FIFO or a device would block or never end), and HTTP reads connect (redirects
+included) only to the addresses the policy allows: by default not loopback, link-local (the cloud
+metadata service) or reserved ones, so a manifest row cannot make a worker fetch from inside its own
+host (SSRF).
 Failures raise a `ReadError` subclass whose `error_type` is the report's short code (a missing input
 stays a plain `FileNotFoundError`).
 """
@@ -16,6 +18,8 @@ import ipaddress
 import os
 import re
 import socket
+import stat
+import threading
 import time
 import uuid
 
@@ -23,6 +27,7 @@ import fsspec
 
 DEFAULT_ALLOWED_SCHEMES = ("file", "memory", "gs", "s3", "http", "https")
 DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
+DEFAULT_READ_TIMEOUT = 120.0
 DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_HTTP_RETRIES = 2
 HTTP_RETRY_BACKOFF = 0.25  # seconds before the first retry; doubles each time, at most 4 s
@@ -84,6 +89,7 @@ class ReadPolicy:
 
     allowed_schemes: tuple[str, ...] = DEFAULT_ALLOWED_SCHEMES
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # seconds for one whole read from a file system or object store
     http_timeout: float = DEFAULT_HTTP_TIMEOUT  # seconds for one whole request, body included
     http_retries: int = DEFAULT_HTTP_RETRIES  # extra attempts after a time-out, 5xx/429 or lost connection
     http_allowed_addresses: str = DEFAULT_HTTP_ALLOWED_ADDRESSES  # one of HTTP_ADDRESS_POLICIES
@@ -126,7 +132,50 @@ def read_bytes(uri: str, policy: ReadPolicy | None = None) -> bytes:
     check_well_formed(uri)
     if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
         return _read_http(uri, policy)
+    return _within(policy.read_timeout, _read_file, uri, policy)
+
+
+def _within(seconds: float, read, *args):
+    """`read(*args)`, or `ReadTimeout` after `seconds`. The read runs in a daemon thread of its own, so
+    a read stuck in the kernel (a hung network mount) ends its unit instead of the whole batch; that
+    thread is left to finish or to die with the process."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = read(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="toonbeam-read", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ReadTimeout(f"no complete read within {seconds:g} s (--read-timeout)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(path: str) -> None:
+    """Refuse anything but a regular file from its metadata, without opening it (opening a FIFO waits
+    for a writer; a device never ends)."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise NotAFile("is a directory, not a file")
+    for test, kind in _NOT_REGULAR:
+        if test(mode):
+            raise NotAFile(f"is {kind}, not a regular file")
+
+
+def _read_file(uri: str, policy: ReadPolicy) -> bytes:
     fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        _check_regular(path)
     try:
         with fs.open(path, "rb") as handle:
             size = getattr(handle, "size", None)

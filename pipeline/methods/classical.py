@@ -37,7 +37,7 @@ class TriageFn(beam.DoFn):
     def process(self, entry: ManifestEntry):
         base = self._units.base(entry)
         if entry.error:
-            yield from self._units.failed(base, UnitError("bad_manifest_row", entry.error), None, entry, row_tag=ROWS)
+            yield from self._units.failed(base, UnitError(entry.error_type, entry.error), None, entry, row_tag=ROWS)
             return
         output_uri = self._units.output_uri(entry.id)
         skipped = self._units.completed(base, output_uri, classical_recipe(self._params, entry))
