@@ -44,7 +44,7 @@ class RunPlan:
     run_id: str
     methods: tuple[str, ...]
     #: The entries of --content ("contents") and --style ("styles"), read once by the driver before any
-    #: work (empty with --dry-run).
+    #: work, kept for a run in this process (empty with --dry-run and for remote runners).
     inputs: dict[str, list[ManifestEntry]] = dataclasses.field(default_factory=dict)
 
     def method_classes(self) -> list[type[Method]]:
@@ -97,9 +97,11 @@ def plan_run(argv: list[str]) -> RunPlan:
             raise UsageError(str(exc)) from None
     if not dry_run:
         rules = manifest_rules(toon)
-        plan.inputs["contents"] = load_manifest(toon.content, rules)
+        inputs = {"contents": load_manifest(toon.content, rules)}
         if plan.needs_style:
-            plan.inputs["styles"] = load_manifest(toon.style, rules)
+            inputs["styles"] = load_manifest(toon.style, rules)
+        if runs_in_process(plan):
+            plan.inputs.update(inputs)
         if toon.incremental:
             _check_previous_reports(toon.incremental)
     return plan
@@ -142,10 +144,9 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     rules = manifest_rules(toon)
     # In the driver's process the driver's entries are used as they are (the manifest is read once);
     # a remote runner's worker lists the manifest again, so that no catalog goes into the job graph.
-    read_already = plan.inputs if runs_in_process(plan) else {}
-    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content, rules, read_already.get("contents"))}
+    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content, rules, plan.inputs.get("contents"))}
     if plan.needs_style:
-        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style, rules, read_already.get("styles"))
+        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style, rules, plan.inputs.get("styles"))
     previous = None  # side input of the compute steps: earlier rows by content_id (--incremental)
     if toon.incremental:
         previous = beam.pvalue.AsMultiMap(p | "ReadPreviousReports" >> ReadPreviousReports(toon.incremental))

@@ -164,3 +164,13 @@ def test_folders_and_globs_never_yield_the_output(tmp_path):
     assert sorted(e.uri for e in read_manifest(str(tmp_path), rules)) == [str(tmp_path / "a.png"), str(tmp_path / "out2.png")]
     assert [e.id for e in read_manifest(str(tmp_path / "**" / "a.png"), rules)] == ["a"]
     assert len(list(read_manifest(str(tmp_path)))) == 3  # without the rule
+
+
+def test_ids_that_would_share_a_file_name_become_error_entries(memfs, monkeypatch):
+    from pipeline.io import storage
+
+    memfs.pipe("/m/list.jsonl", b'{"id": "x", "uri": "a.png"}\n{"id": "y", "uri": "b.png"}\n')
+    monkeypatch.setattr(storage, "safe_name", lambda identifier: "same")  # as a digest collision would
+    entries = list(read_manifest("memory://m/list.jsonl"))
+    assert entries[0].error is None
+    assert entries[1].error == "id 'y' would be written as 'same', the file name of id 'x'"

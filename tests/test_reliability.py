@@ -384,3 +384,17 @@ def test_an_output_inside_the_content_folder_is_not_read_back_as_input(tmp_path)
     app.run(argv)
     app.run(argv)  # the first run's cartoons are in the content folder now
     assert sorted((i, r["status"]) for i, r in _report(folder / "cartoons").items()) == [("p0", "ok"), ("p1", "ok")]
+
+
+def test_an_id_shaped_like_another_ids_file_name_gets_its_own_file(tmp_path):
+    for i in range(2):
+        (tmp_path / f"p{i}.png").write_bytes(small_png(i))
+    # "a_b-3ec69c85" is what "a/b" used to be written as (its sanitised form plus its digest).
+    manifest = _jsonl(tmp_path / "list.jsonl", [{"id": "a/b", "uri": "p0.png"}, {"id": "a_b-3ec69c85", "uri": "p1.png"}])
+    app.run(["--content", manifest, "--output", str(tmp_path / "out")])
+    rows = _report(tmp_path / "out")
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    assert rows["a/b"]["output_uri"] != rows["a_b-3ec69c85"]["output_uri"]
+    for content_id, source in (("a/b", 0), ("a_b-3ec69c85", 1)):
+        expected = cartoonize(decode_image(small_png(source)), PRESETS["seed"])
+        assert decode_image(pathlib.Path(rows[content_id]["output_uri"]).read_bytes()).tolist() == expected.tolist()

@@ -148,7 +148,7 @@ def test_safe_names_never_leave_their_folder(identifier):
 
 
 def test_distinct_ids_keep_distinct_names():
-    ids = ["a/b", "a_b", "a b", "a:b", "x" * 150, "x" * 151]
+    ids = ["a/b", "a_b", "a b", "a:b", "x" * 150, "x" * 151, "a_b-3ec69c85", storage.safe_name("a_b-3ec69c85")]
     assert len({storage.safe_name(i) for i in ids}) == len(ids)
     assert storage.safe_name("plain-id_1.v2") == "plain-id_1.v2"
 

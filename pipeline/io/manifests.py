@@ -73,11 +73,18 @@ class _BadRow(typing.NamedTuple):
 
 
 def read_manifest(spec: str, rules: ManifestRules = ManifestRules()) -> Iterator[ManifestEntry]:
-    """Every entry of `spec`, in a stable order, ids made unique (later duplicates become error entries)."""
+    """Every entry of `spec`, in a stable order, ids and their output file names made unique (later
+    duplicates become error entries: two ids must never write one file)."""
     seen: dict[str, str] = {}
+    names: dict[str, str] = {}  # output file name -> the id that has it
     for entry in _raw_entries(spec, rules):
         if entry.error is None and entry.id in seen:
             entry = dataclasses.replace(entry, error=f"duplicate id {entry.id!r} (first used by {seen[entry.id]})")
+        elif entry.error is None:
+            name = storage.safe_name(entry.id)
+            if names.setdefault(name, entry.id) != entry.id:
+                error = f"id {entry.id!r} would be written as {name!r}, the file name of id {names[name]!r}"
+                entry = dataclasses.replace(entry, error=error)
         seen.setdefault(entry.id, entry.uri)
         yield entry
 

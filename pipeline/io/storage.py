@@ -374,6 +374,8 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: How a name that carries a digest ends: an id kept as it is never ends like this.
+_DIGEST_TAIL = re.compile(r"-[0-9a-f]{8}$")
 #: Longest sanitised id kept whole; longer ones are cut and get a digest (file names stay < 255 bytes
 #: even for an NST pair "<content>__<style>.png.json" and its temporary name).
 MAX_NAME = 100
@@ -383,10 +385,13 @@ def safe_name(identifier: str) -> str:
     """A file-name-safe form of an id that can never leave its folder.
 
     Ids that needed changing (or were longer than MAX_NAME) get a short digest of the original, so
-    that two different ids never share a file name ("a/b" and "a_b" stay apart).
+    that two different ids never share a file name ("a/b" and "a_b" stay apart). So do ids that end
+    like a digest ("a_b-3ec69c85", which is how "a/b" is written): a name kept as its id never looks
+    like a digested one, and the mapping stays one-to-one (up to a digest collision, which
+    `read_manifest` refuses).
     """
     cleaned = _UNSAFE.sub("_", identifier).strip("._") or "_"
-    if cleaned == identifier and len(cleaned) <= MAX_NAME:
+    if cleaned == identifier and len(cleaned) <= MAX_NAME and not _DIGEST_TAIL.search(cleaned):
         return cleaned
     digest = hashlib.sha1(identifier.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{cleaned[:MAX_NAME]}-{digest}"
