@@ -4,13 +4,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 
 import apache_beam as beam
-import fsspec
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from pipeline.io import storage
+from pipeline.errors import one_line
+from pipeline.io import run_folder, storage
 from pipeline.io.manifests import ManifestEntry, ManifestRules, ReadManifest, load_manifest
 from pipeline.io.sinks import WriteDeadLetters, WriteReport
 from pipeline.methods import Method, method_class, parse_methods
@@ -33,6 +34,11 @@ LOG = logging.getLogger(__name__)
 
 class UsageError(ValueError):
     """The run cannot start as asked; the message says what to change."""
+
+
+class RunStopped(RuntimeError):
+    """The pipeline stopped part-way (a sink could not write, a worker failed); the message says why
+    and which of the run's records are missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +110,7 @@ def plan_run(argv: list[str]) -> RunPlan:
             plan.inputs.update(inputs)
         if toon.incremental:
             _check_previous_reports(toon.incremental)
+        run_folder.check_output(toon.output)
     return plan
 
 
@@ -162,13 +169,27 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     return report
 
 
-def clear_previous_report(output: str) -> None:
-    """The report and the dead letters describe this run: remove those of an earlier run into the same
-    folder (images stay: --skip-existing reuses them)."""
-    for folder in ("report", "errors", "curves"):
-        fs, path = fsspec.core.url_to_fs(storage.join_uri(output, folder))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+def prepare_output(plan: RunPlan) -> None:
+    """Before any work: the run record (OutputError when OUTPUT cannot be written), then the records of
+    an earlier run into the same folder and the temporary files of writes a kill cut short go (images
+    stay: --skip-existing reuses them). See pipeline.io.run_folder."""
+    toon = plan.toon
+    run_folder.write_run_record(toon.output, plan.run_id, read_policy(toon), toon.max_input_pixels)
+    run_folder.remove_earlier_records(toon.output)
+    run_folder.remove_stale_temporaries(toon.output)
+
+
+def stopped_message(output: str, exc: BaseException) -> str:
+    """One line for a pipeline that stopped part-way: the step, the first cause, what is missing."""
+    cause = exc
+    while cause.__cause__ or cause.__context__:
+        cause = cause.__cause__ or cause.__context__
+    step = re.search(r"\[while running '([^'/]+)", str(exc))
+    lost = [*run_folder.missing_records(output), f"the contact sheet ({run_folder.CONTACT_SHEET})"]
+    return one_line(
+        f"the run stopped{f' in {step.group(1)}' if step else ''}: {type(cause).__name__}: {cause}; "
+        f"lost: {', '.join(lost)}; the images written so far are kept (--skip-existing finishes the rest)"
+    )
 
 
 def runs_in_process(plan: RunPlan) -> bool:
@@ -208,11 +229,15 @@ def run(argv: list[str], test_pipeline: beam.Pipeline | None = None, test=None):
 
 
 def execute(plan: RunPlan, test_pipeline: beam.Pipeline | None = None, test=None):
-    clear_previous_report(plan.toon.output)
+    """`prepare_output`, then the pipeline; RunStopped when it stops part-way."""
+    prepare_output(plan)
     p = test_pipeline or beam.Pipeline(options=plan.options)
     rows = build_pipeline(p, plan)
     if test is not None:
         test(rows)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 - every unit's own failure is a row; this is the run's
+        raise RunStopped(stopped_message(plan.toon.output, exc)) from exc
     return plan, result

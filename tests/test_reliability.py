@@ -1,6 +1,7 @@
 """Issue 6 end to end: a catalog mixing every bad input with good images runs to the end with one
 report row per unit (right status and error_type), dead letters, nothing written outside --output,
 and a SIGKILLed run that resumes with --skip-existing to a complete, correct output."""
+import errno
 import glob
 import io
 import json
@@ -214,6 +215,8 @@ def test_a_sigkilled_run_resumes_with_skip_existing(tmp_path):
     # Damage one finished image the way another tool might; its sidecar no longer matches.
     damaged = sorted(done)[0]
     (images / f"{damaged}.png").write_bytes((images / f"{damaged}.png").read_bytes()[:100])
+    # What a kill between a write and its rename leaves (the kill above may or may not have hit one).
+    (images / f"{damaged}.png.0123456789ab.tmp").write_bytes(b"half an image")
 
     proc = _cli(*args, "--skip-existing")
     stdout, stderr = proc.communicate(timeout=300)
@@ -223,7 +226,8 @@ def test_a_sigkilled_run_resumes_with_skip_existing(tmp_path):
     status = {r["content_id"]: r["status"] for r in rows}
     assert {i for i, s in status.items() if s == "skipped"} == done - {damaged}
     assert f"{count - len(done) + 1} ok, {len(done) - 1} skipped, 0 error" in stdout
-    assert not [n for n in os.listdir(images) if n.endswith(".tmp")]  # no temporaries under final names
+    leftovers = [str(p.relative_to(out)) for p in out.rglob("*") if p.name.endswith(".tmp") or "beam-temp" in p.name]
+    assert leftovers == []  # no temporary files of either run remain
     for content_id in sources:
         written = (images / f"{content_id}.png").read_bytes()
         assert decode_image(written).shape == (256, 256, 3)
@@ -398,3 +402,113 @@ def test_an_id_shaped_like_another_ids_file_name_gets_its_own_file(tmp_path):
     for content_id, source in (("a/b", 0), ("a_b-3ec69c85", 1)):
         expected = cartoonize(decode_image(small_png(source)), PRESETS["seed"])
         assert decode_image(pathlib.Path(rows[content_id]["output_uri"]).read_bytes()).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("earlier_run", [False, True], ids=["no-earlier-run", "earlier-run"])
+def test_only_what_toonbeam_wrote_is_ever_replaced(tmp_path, capsys, earlier_run):
+    (tmp_path / "a.png").write_bytes(small_png(0))
+    out = tmp_path / "out"
+    argv = ["run", "--content", str(tmp_path / "a.png"), "--output", str(out)]
+    if earlier_run:
+        assert cli.main(argv) == 0
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    (out / "report" / "Q3.xlsx").write_bytes(b"quarterly figures")
+    if not earlier_run:
+        (out / "index.html").write_text("<p>my page</p>")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert ("report/Q3.xlsx was not written by Toonbeam" if earlier_run else "Toonbeam did not write") in err
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing touched
+
+
+def test_a_rerun_replaces_its_own_records_and_only_them(tmp_path):
+    (tmp_path / "a.png").write_bytes(small_png(0))
+    out = tmp_path / "out"
+    argv = ["--content", str(tmp_path / "a.png"), "--output", str(out)]
+    assert cli.main(["run", *argv]) == 0
+    (out / "notes.txt").write_text("mine")  # beside the run's folders: never touched
+    (out / "report" / "beam-temp-part-0123abcd").mkdir()  # a sink's temporary folder left by a killed run
+    assert cli.main(["run", *argv, "--run_id", "second"]) == 0
+    assert [r["run_id"] for r in read_report(str(out)).to_pylist()] == ["second"]
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "report" / "beam-temp-part-0123abcd").exists()
+
+
+@pytest.mark.parametrize("case", ["a-file", "under-a-file", "memory", "unwritable"])
+def test_an_output_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, capsys, case):
+    (tmp_path / "a.png").write_bytes(small_png(0))
+    (tmp_path / "file.txt").write_text("keep me")
+    output, message = {
+        "a-file": (str(tmp_path / "file.txt"), "is a file, not a folder"),
+        "under-a-file": (str(tmp_path / "file.txt" / "out"), "cannot be written"),
+        "memory": ("memory://out", "Beam's file sinks cannot write memory://"),
+        "unwritable": ("/sys/toonbeam-out", "cannot be written"),  # even root may not create folders in /sys
+    }[case]
+    assert cli.main(["run", "--content", str(tmp_path / "a.png"), "--output", output]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert (tmp_path / "file.txt").read_text() == "keep me" and not (tmp_path / "a.png.json").exists()
+
+
+def _no_space(path):
+    return OSError(errno.ENOSPC, "No space left on device", path)
+
+
+def test_a_full_disk_mid_run_makes_error_rows_and_keeps_the_report(tmp_path, capsys, monkeypatch):
+    from pipeline.io import storage
+
+    for i in range(3):
+        (tmp_path / f"p{i}.png").write_bytes(small_png(i))
+    real_write = storage.write_atomic
+
+    def write_atomic(uri, data):
+        if uri.endswith("p1.png"):  # the disk is full when p1 is written
+            raise _no_space(uri)
+        real_write(uri, data)
+
+    monkeypatch.setattr(storage, "write_atomic", write_atomic)
+    out = tmp_path / "out"
+    assert cli.main(["run", "--content", str(tmp_path), "--output", str(out)]) == 0
+    rows = _report(out)
+    assert (rows["p0"]["status"], rows["p1"]["error_type"], rows["p2"]["status"]) == ("ok", "write_error", "ok")
+    assert "No space left on device" in rows["p1"]["error"] and (out / "index.html").exists()
+    letters = [json.loads(line) for path in glob.glob(str(out / "errors" / "*.jsonl")) for line in open(path)]
+    assert [x["id"] for x in letters] == ["p1"]
+
+
+def test_a_full_disk_for_the_report_ends_with_one_line_naming_what_was_lost(tmp_path, capsys, monkeypatch):
+    from apache_beam.io import localfilesystem
+
+    (tmp_path / "a.png").write_bytes(small_png(0))
+    real_create = localfilesystem.LocalFileSystem.create
+
+    def create(self, path, *args, **kwargs):
+        if "/report/" in path:
+            raise _no_space(path)
+        return real_create(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(localfilesystem.LocalFileSystem, "create", create)
+    out = tmp_path / "out"
+    assert cli.main(["run", "--content", str(tmp_path / "a.png"), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in err and "lost: the report" in err and "index.html" in err
+    assert (out / "images" / "classical" / "a.png").exists()  # what was written stays, for --skip-existing
+
+
+def test_a_run_removes_its_own_stale_temporaries_and_nothing_else(tmp_path):
+    (tmp_path / "a.png").write_bytes(small_png(0))
+    out = tmp_path / "out"
+    argv = ["--content", str(tmp_path / "a.png"), "--output", str(out)]
+    app.run(argv)
+    images = out / "images" / "classical"
+    stale = [images / "a.png.0123456789ab.tmp", images / "b.png.json.ba9876543210.tmp", out / "index.html.00112233aabb.tmp"]
+    for path in stale:
+        path.write_bytes(b"half written")  # as a SIGKILL between write and rename leaves them
+    foreign = [images / "notes.tmp", out / "mine.0123456789ab.tmp"]
+    for path in foreign:
+        path.write_bytes(b"not ours")
+    app.run(argv + ["--skip-existing"])
+    assert [path for path in stale if path.exists()] == [] and all(path.exists() for path in foreign)

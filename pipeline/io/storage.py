@@ -346,11 +346,22 @@ async def _read_body(response, uri: str, policy: ReadPolicy) -> bytes:
     return b"".join(chunks)
 
 
+#: The temporary name of a local atomic write: "<final name>.<12 hex digits>.tmp".
+_TEMPORARY = re.compile(r"^(.+)\.[0-9a-f]{12}\.tmp$")
+
+
+def temporary_of(path: str) -> str | None:
+    """The final path that `path` is a temporary file of (see `write_atomic`), or None."""
+    match = _TEMPORARY.match(path)
+    return match.group(1) if match else None
+
+
 def write_atomic(uri: str, data: bytes) -> None:
     """Write so that `uri` either does not exist or holds all of `data`, even if the worker is killed.
 
-    Local files are written under a temporary name in the same folder, flushed to disk and renamed;
-    object stores get a single put, which is atomic there.
+    Local files are written under a temporary name in the same folder, flushed to disk and renamed (a
+    kill in between leaves the temporary file, which the next run into the folder removes); object
+    stores get a single put, which is atomic there.
     """
     fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):

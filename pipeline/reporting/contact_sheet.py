@@ -34,7 +34,7 @@ import fsspec
 import jinja2
 from PIL import Image, ImageOps
 
-from pipeline.io import storage
+from pipeline.io import run_folder, storage
 from pipeline.reporting import summary
 from pipeline.reporting.schema import read_report
 
@@ -62,9 +62,11 @@ CURVES_GLOB = "curves/*.jsonl"
 
 
 def write_contact_sheet(output: str) -> str:
-    """Write OUTPUT/index.html (atomically when local) and return its URI."""
+    """Write OUTPUT/index.html (atomically when local) and return its URI; OutputError rather than
+    replace an index.html that Toonbeam did not write."""
+    run_folder.check_replaceable(output, run_folder.CONTACT_SHEET)
     html = render_contact_sheet(output)
-    uri = storage.join_uri(output, "index.html")
+    uri = storage.join_uri(output, run_folder.CONTACT_SHEET)
     storage.write_atomic(uri, html.encode("utf-8"))
     return uri
 
