@@ -512,3 +512,38 @@ def test_a_run_removes_its_own_stale_temporaries_and_nothing_else(tmp_path):
         path.write_bytes(b"not ours")
     app.run(argv + ["--skip-existing"])
     assert [path for path in stale if path.exists()] == [] and all(path.exists() for path in foreign)
+
+
+def test_the_contact_sheet_reads_only_what_the_run_accepted_under_its_policy(tmp_path, capsys, monkeypatch):
+    from pipeline.io import storage
+    from tests.test_contact_sheet import Page
+
+    real_kind = storage.address_kind  # the test server's 127.0.0.1 stands for a private network here
+    monkeypatch.setattr(storage, "address_kind", lambda a: "private" if a == "127.0.0.1" else real_kind(a))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(small_png(0))  # 40 x 56
+    (folder / "later.png").write_bytes(small_png(1))  # replaced by a larger image after the run
+    (folder / "huge.png").write_bytes(_save(Image.new("RGB", (200, 200)), "PNG"))  # refused: too many pixels
+    out = tmp_path / "out"
+    with serve(small_png(2)) as (base, hits):
+        manifest = folder / "list.txt"
+        manifest.write_text(f"good.png\nlater.png\nhuge.png\n{base}/ok.png\n{base}/slow.png\n")
+        argv = ["run", "--content", str(manifest), "--output", str(out), "--max-input-pixels", "5000",
+                "--http-allowed-addresses", "public", "--http-timeout", "0.5", "--http-retries", "0"]
+        assert cli.main(argv) == 0
+        rows = _report(out)
+        assert {i: r["error_type"] for i, r in rows.items()} == {
+            "good": None, "later": None, "huge": "too_large", "ok": "address_not_allowed", "slow": "address_not_allowed"}
+        (folder / "later.png").write_bytes(_save(Image.new("RGB", (100, 100)), "PNG"))  # 10000 pixels > 5000
+        start = time.perf_counter()
+        assert cli.main(["report", str(out)]) == 0  # rewrites index.html, as the run did
+        assert time.perf_counter() - start < 1.5  # /slow.png pauses 2 s
+        assert hits == {}  # the page requested nothing the run refused
+    page = Page((out / "index.html").read_text("utf-8"))
+    assert len(page.find("img")) == 3  # good's source and result, later's result: nothing the run refused
+    sources = {m["attrs"]["title"].split(": ")[0]: m["text"] for m in page.find("div", cls="hthumb") if "title" in m["attrs"]}
+    assert sources == {  # the refusals of the run, and of the page for a source that grew past --max-input-pixels
+        str(folder / "huge.png"): "too_large", f"{base}/ok.png": "address_not_allowed",
+        f"{base}/slow.png": "address_not_allowed", str(folder / "later.png"): "too_large",
+    }

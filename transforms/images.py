@@ -36,11 +36,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
-                )
+            check_pixel_count(img, max_pixels)
             img.seek(0)
             img.load()
             return _to_rgb(_upright(img), _bit_depth(img))
@@ -57,6 +53,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.
         raise
     except Exception as exc:  # noqa: BLE001 - malformed files reach odd corners of the decoders
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def check_pixel_count(img: Image.Image, max_pixels: int) -> None:
+    """`ImageTooLarge` when an opened (not yet decoded) image's header claims more than `max_pixels`."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
 
 
 def _upright(img: Image.Image) -> Image.Image:
