@@ -110,8 +110,10 @@ class ToonbeamOptions(PipelineOptions):
             dest="skip_existing",
             action="store_true",
             default=False,
-            help="skip units whose output is already complete (checked against its sidecar digest) and "
-            "report them as skipped: re-running an interrupted run finishes only the rest",
+            help="skip units whose output is already complete (checked against its sidecar digest) for the same "
+            "settings and input URIs, with inputs of the same size and modification time (object stores: version) "
+            "as when it was made, and report them as skipped: re-running an interrupted run finishes only the rest. "
+            "HTTP inputs are trusted by URL (their hash columns stay empty); --incremental hashes the bytes",
         )
         io_group.add_argument(
             "--incremental",

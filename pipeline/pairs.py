@@ -20,6 +20,7 @@ class StyleTargets(typing.NamedTuple):
     grams: list | None
     error: tuple[str, str] | None  # (error_type, message)
     sha256: str | None = None  # of the style image's bytes as read (the report's style_sha256)
+    fingerprint: dict | None = None  # of the style image as read (storage.fingerprint; none for a blend)
 
 
 class PendingPairs(typing.NamedTuple):
@@ -71,7 +72,8 @@ class PairTriageFn(beam.DoFn):
         for style in styles:
             if style.error is None:
                 output_uri = units.output_uri(entry.id, style.id)
-                skipped = units.completed(units.base(entry, style), output_uri, self._recipe(entry, style))
+                inputs = {"content": entry, "style": style}
+                skipped = units.completed(units.base(entry, style), output_uri, self._recipe(entry, style), inputs)
                 if skipped is not None:
                     yield beam.pvalue.TaggedOutput(ROWS, skipped)
                     continue

@@ -128,11 +128,50 @@ def check_well_formed(uri: str) -> None:
 
 def read_bytes(uri: str, policy: ReadPolicy | None = None) -> bytes:
     """All bytes of `uri`, within `policy` (default: `ReadPolicy()`)."""
+    return read_input(uri, policy)[0]
+
+
+def read_input(uri: str, policy: ReadPolicy | None = None) -> tuple[bytes, dict | None]:
+    """All bytes of `uri` within `policy`, and its `fingerprint` as of that read (from the same metadata
+    the read used, taken before the bytes: an input changed during the read gets a stale fingerprint,
+    which only makes --skip-existing redo it)."""
     policy = policy or ReadPolicy()
     check_well_formed(uri)
     if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
-        return _read_http(uri, policy)
+        return _read_http(uri, policy), None
     return _within(policy.read_timeout, _read_file, uri, policy)
+
+
+def fingerprint(uri: str, policy: ReadPolicy | None = None) -> dict | None:
+    """What says that an input is unchanged without reading it: {"size", "modified"}, the modified part
+    being a local file's mtime in ns or an object store's version (generation, version id, ETag,
+    update time); None where there is nothing to trust (HTTP). Within `policy`'s schemes and time."""
+    policy = policy or ReadPolicy()
+    check_well_formed(uri)
+    if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
+        return None
+    return _within(policy.read_timeout, _fingerprint_now, uri)
+
+
+#: Metadata that changes whenever an object's bytes do, in the order trusted (gcsfs, s3fs, other
+#: fsspec file systems, memory://).
+_VERSION_KEYS = ("generation", "VersionId", "ETag", "etag", "mtime", "LastModified", "updated", "created")
+
+
+def _fingerprint_now(uri: str) -> dict | None:
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return _local_fingerprint(os.stat(path))
+    return _store_fingerprint(fs.info(path))
+
+
+def _local_fingerprint(status: os.stat_result) -> dict:
+    return {"size": status.st_size, "modified": status.st_mtime_ns}
+
+
+def _store_fingerprint(info: dict) -> dict | None:
+    version = next((info[key] for key in _VERSION_KEYS if info.get(key) is not None), None)
+    return None if version is None else {"size": info.get("size"), "modified": str(version)}
 
 
 def _within(seconds: float, read, *args):
@@ -161,23 +200,27 @@ _NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a charac
                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _check_regular(path: str) -> None:
-    """Refuse anything but a regular file from its metadata, without opening it (opening a FIFO waits
-    for a writer; a device never ends)."""
-    mode = os.stat(path).st_mode
-    if stat.S_ISDIR(mode):
+def _check_regular(path: str) -> os.stat_result:
+    """A local path's metadata; NotAFile for anything but a regular file, found without opening it
+    (opening a FIFO waits for a writer; a device never ends)."""
+    status = os.stat(path)
+    if stat.S_ISDIR(status.st_mode):
         raise NotAFile("is a directory, not a file")
     for test, kind in _NOT_REGULAR:
-        if test(mode):
+        if test(status.st_mode):
             raise NotAFile(f"is {kind}, not a regular file")
+    return status
 
 
-def _read_file(uri: str, policy: ReadPolicy) -> bytes:
+def _read_file(uri: str, policy: ReadPolicy) -> tuple[bytes, dict | None]:
     fs, path = fsspec.core.url_to_fs(uri)
-    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        _check_regular(path)
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    if local:
+        found = _local_fingerprint(_check_regular(path))
     try:
         with fs.open(path, "rb") as handle:
+            if not local:  # the metadata the file object opened with (no second request), else the store's
+                found = _store_fingerprint(getattr(handle, "details", None) or fs.info(path))
             size = getattr(handle, "size", None)
             if size is not None and size > policy.max_bytes:
                 raise _too_large(policy, size)
@@ -190,7 +233,7 @@ def _read_file(uri: str, policy: ReadPolicy) -> bytes:
         raise
     if len(data) > policy.max_bytes:
         raise _too_large(policy)
-    return data
+    return data, found
 
 
 def _too_large(policy: ReadPolicy, size: int | None = None) -> InputTooLarge:

@@ -30,7 +30,6 @@ from pipeline.units import (
     Stopwatch,
     UnitContext,
     pair_subject,
-    sha256_hex,
     subject_of,
 )
 from transforms import images
@@ -109,15 +108,14 @@ class StyleTargetsFn(WithSharedExtractor):
         self._job = job
 
     def process(self, entry: ManifestEntry):
-        sha256 = None
+        source = None
         try:
-            data = self._units.read(entry)
-            sha256 = sha256_hex(data)
-            grams = style_targets(self._extractor, self._job.decode_resized(self._units.decode(data)))
+            source = self._units.read(entry)
+            grams = style_targets(self._extractor, self._job.decode_resized(self._units.decode(source.data)))
         except Exception as exc:  # noqa: BLE001 - a bad style image fails its pairs, not the run
-            yield StyleTargets(entry, None, classify(exc), sha256)
+            yield StyleTargets(entry, None, classify(exc), source and source.sha256)
             return
-        yield StyleTargets(entry, grams, None, sha256)
+        yield StyleTargets(entry, grams, None, source.sha256, source.fingerprint)
 
 
 class StylizeFn(WithSharedExtractor):
@@ -145,13 +143,13 @@ class StylizeFn(WithSharedExtractor):
         watch = Stopwatch()
         try:
             with watch.phase("decode"):
-                data = units.read(entry)
+                source = units.read(entry)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
                 yield from units.failed(bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry)
             return
         for base in bases.values():
-            base.update(content_sha256=sha256_hex(data))
+            base.update(content_sha256=source.sha256)
         pending = []
         for style in styles:
             reused = None if style.error else units.reused(bases[style.entry], previous)
@@ -163,7 +161,7 @@ class StylizeFn(WithSharedExtractor):
             return
         try:
             with watch.phase("decode"):
-                content = self._decode_content(units.decode(data))
+                content = self._decode_content(units.decode(source.data))
             with watch.phase("targets"):
                 # the high-resolution pyramid takes its content targets level by level itself
                 targets = None if self._high_res else content_targets(self._extractor, to_bucket(content))
@@ -184,7 +182,7 @@ class StylizeFn(WithSharedExtractor):
         batch_size = self._job.batch_size
         for start in range(0, len(ready), batch_size):
             batch = ready[start : start + batch_size]
-            yield from self._stylize_batch(entry, content, targets, batch, bases, shares)
+            yield from self._stylize_batch(entry, source.fingerprint, content, targets, batch, bases, shares)
 
     @property
     def _high_res(self) -> bool:
@@ -206,7 +204,7 @@ class StylizeFn(WithSharedExtractor):
         result = stylize(self._extractor, to_bucket(content), targets, grams, settings, pair_ids=pair_ids)
         return [from_bucket(image, content.shape) for image in result.images], result.losses, result.curves
 
-    def _stylize_batch(self, entry, content, targets, batch, bases, shares):
+    def _stylize_batch(self, entry, content_fingerprint, content, targets, batch, bases, shares):
         units = self._units
         decode_share, targets_share = shares
         watch = Stopwatch()
@@ -241,7 +239,9 @@ class StylizeFn(WithSharedExtractor):
             pair_watch = Stopwatch()
             try:
                 with pair_watch.phase("write"):
-                    units.write_image(output_uri, images.to_uint8(image), self._job.recipe(entry, style.entry), row)
+                    fingerprints = {"content": content_fingerprint, "style": style.fingerprint}
+                    recipe = self._job.recipe(entry, style.entry)
+                    units.write_image(output_uri, images.to_uint8(image), recipe, row, fingerprints)
             except UnitError as exc:
                 yield from units.failed(row, exc, decode_share + compute_share, entry, style.entry, subject=subject)
                 continue
