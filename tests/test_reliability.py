@@ -67,9 +67,11 @@ def _catalog(folder: pathlib.Path, http_base: str) -> tuple[bytes, list[tuple[st
         "bomb.png": png_bomb(),
         "bomb2.jpg": jpeg_bomb(),
         "heavy.bmp": _save(Image.new("RGB", (300, 300), "blue"), "BMP"),  # 270 KB > --max-input-bytes
+        "gray16dark.png": _save(Image.fromarray(np.full((20, 30), 200, np.uint16)), "PNG"),  # all values <= 255
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)
+    os.mkfifo(folder / "fifo.png")  # opening it would wait for a writer forever
     (folder / os.fsdecode(b"caf\xe9.png")).write_bytes(_save(_photo(16), "PNG"))  # a Latin-1 file name
 
     ok, decode, large = ("ok", None), ("error", "decode_error"), ("error", "too_large")
@@ -88,6 +90,10 @@ def _catalog(folder: pathlib.Path, http_base: str) -> tuple[bytes, list[tuple[st
         ("good", "good2.jpg", ("error", "bad_manifest_row")),  # "good" is good.png's id already
         ("nouri", "", ("error", "bad_manifest_row")),
         ("../../escape", "good.png", ok), ("/abs/evil", "good.png", ok), ("sub/dir/id", "good.png", ok),
+        # issue 10: a FIFO, a NUL byte, a malformed URL, dark 16-bit gray, an id shaped like another's file name
+        ("", "fifo.png", ("error", "not_a_file")), ("nul", "a\0b.png", ("error", "bad_manifest_row")),
+        ("", "http://127.1:99999/port.png", ("error", "bad_manifest_row")), ("", "gray16dark.png", ok),
+        ("a/b", "good.png", ok), ("a_b-3ec69c85", "good2.jpg", ok),
     ]
     lines = [b"id,uri,note"]
     expected = []
