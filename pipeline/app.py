@@ -4,17 +4,24 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 
 import apache_beam as beam
-import fsspec
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from pipeline.io import storage
-from pipeline.io.manifests import ReadManifest, check_manifest, read_manifest
+from pipeline.errors import one_line
+from pipeline.io import run_folder, storage
+from pipeline.io.manifests import ManifestEntry, ManifestRules, ReadManifest, load_manifest
 from pipeline.io.sinks import WriteDeadLetters, WriteReport
 from pipeline.methods import Method, method_class, parse_methods
-from pipeline.options import ToonbeamOptions, allowed_schemes, expand_config, read_policy, unfilled_placeholders
+from pipeline.options import (
+    ToonbeamOptions,
+    allowed_schemes,
+    expand_config,
+    read_policy,
+    unfilled_placeholders,
+)
 from pipeline.reporting.incremental import ReadPreviousReports, check_previous_reports
 from pipeline.units import RunContext
 
@@ -29,6 +36,11 @@ class UsageError(ValueError):
     """The run cannot start as asked; the message says what to change."""
 
 
+class RunStopped(RuntimeError):
+    """The pipeline stopped part-way (a sink could not write, a worker failed); the message says why
+    and which of the run's records are missing."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
     """Validated settings of one run, resolved from flags and the YAML preset."""
@@ -37,6 +49,9 @@ class RunPlan:
     toon: ToonbeamOptions
     run_id: str
     methods: tuple[str, ...]
+    #: The entries of --content ("contents") and --style ("styles"), read once by the driver before any
+    #: work, kept for a run in this process (empty with --dry-run and for remote runners).
+    inputs: dict[str, list[ManifestEntry]] = dataclasses.field(default_factory=dict)
 
     def method_classes(self) -> list[type[Method]]:
         return [method_class(name) for name in self.methods]
@@ -87,11 +102,15 @@ def plan_run(argv: list[str]) -> RunPlan:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     if not dry_run:
-        check_manifest(toon.content)
+        rules = manifest_rules(toon)
+        inputs = {"contents": load_manifest(toon.content, rules)}
         if plan.needs_style:
-            check_manifest(toon.style)
+            inputs["styles"] = load_manifest(toon.style, rules)
+        if runs_in_process(plan):
+            plan.inputs.update(inputs)
         if toon.incremental:
             _check_previous_reports(toon.incremental)
+        run_folder.check_output(toon.output)
     return plan
 
 
@@ -103,6 +122,11 @@ def start_frameworks(plan: RunPlan) -> None:
         from pipeline.models import device_name
 
         device_name()
+
+
+def manifest_rules(toon: ToonbeamOptions) -> ManifestRules:
+    """How --content and --style are read: under the run's read policy, never yielding --output's files."""
+    return ManifestRules(read_policy(toon), exclude=toon.output, follow_symlinks=toon.follow_symlinks)
 
 
 def _check_previous_reports(spec: str) -> None:
@@ -120,7 +144,7 @@ def _check_limits(toon: ToonbeamOptions) -> None:
     if toon.max_error_fraction is not None and not 0 <= toon.max_error_fraction <= 1:
         raise UsageError(f"--max-error-fraction must be between 0 and 1, got {toon.max_error_fraction}")
     for flag, value in (("--max-input-pixels", toon.max_input_pixels), ("--max-input-bytes", toon.max_input_bytes),
-                        ("--http-timeout", toon.http_timeout)):
+                        ("--read-timeout", toon.read_timeout), ("--http-timeout", toon.http_timeout)):
         if value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
     if toon.http_retries < 0:
@@ -134,9 +158,12 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     failed units' dead-letter records go under OUTPUT/errors/)."""
     toon = plan.toon
     run = RunContext(plan.run_id, toon.output, read_policy(toon), toon.max_input_pixels, toon.skip_existing)
-    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content)}
+    rules = manifest_rules(toon)
+    # In the driver's process the driver's entries are used as they are (the manifest is read once);
+    # a remote runner's worker lists the manifest again, so that no catalog goes into the job graph.
+    inputs = {"contents": p | "ReadContent" >> ReadManifest(toon.content, rules, plan.inputs.get("contents"))}
     if plan.needs_style:
-        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style)
+        inputs["styles"] = p | "ReadStyle" >> ReadManifest(toon.style, rules, plan.inputs.get("styles"))
     previous = None  # side input of the compute steps: earlier rows by content_id (--incremental)
     if toon.incremental:
         previous = beam.pvalue.AsMultiMap(p | "ReadPreviousReports" >> ReadPreviousReports(toon.incremental))
@@ -152,13 +179,27 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> beam.PCollection:
     return report
 
 
-def clear_previous_report(output: str) -> None:
-    """The report and the dead letters describe this run: remove those of an earlier run into the same
-    folder (images stay: --skip-existing reuses them)."""
-    for folder in ("report", "errors", "curves"):
-        fs, path = fsspec.core.url_to_fs(storage.join_uri(output, folder))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+def prepare_output(plan: RunPlan) -> None:
+    """Before any work: the run record (OutputError when OUTPUT cannot be written), then the records of
+    an earlier run into the same folder and the temporary files of writes a kill cut short go (images
+    stay: --skip-existing reuses them). See pipeline.io.run_folder."""
+    toon = plan.toon
+    run_folder.write_run_record(toon.output, plan.run_id, read_policy(toon), toon.max_input_pixels)
+    run_folder.remove_earlier_records(toon.output)
+    run_folder.remove_stale_temporaries(toon.output)
+
+
+def stopped_message(output: str, exc: BaseException) -> str:
+    """One line for a pipeline that stopped part-way: the step, the first cause, what is missing."""
+    cause = exc
+    while cause.__cause__ or cause.__context__:
+        cause = cause.__cause__ or cause.__context__
+    step = re.search(r"\[while running '([^'/]+)", str(exc))
+    lost = [*run_folder.missing_records(output), f"the contact sheet ({run_folder.CONTACT_SHEET})"]
+    return one_line(
+        f"the run stopped{f' in {step.group(1)}' if step else ''}: {type(cause).__name__}: {cause}; "
+        f"lost: {', '.join(lost)}; the images written so far are kept (--skip-existing finishes the rest)"
+    )
 
 
 def runs_in_process(plan: RunPlan) -> bool:
@@ -170,8 +211,8 @@ def runs_in_process(plan: RunPlan) -> bool:
 
 def count_units(plan: RunPlan) -> int:
     """How many report rows the run will have (each method says how many of its units it makes)."""
-    contents = sum(1 for _ in read_manifest(plan.toon.content))
-    styles = sum(1 for _ in read_manifest(plan.toon.style)) if plan.needs_style else 0
+    contents = len(plan.inputs["contents"])
+    styles = len(plan.inputs.get("styles", ()))
     return sum(cls.count_units(plan.toon, contents, styles) for cls in plan.method_classes())
 
 
@@ -198,11 +239,15 @@ def run(argv: list[str], test_pipeline: beam.Pipeline | None = None, test=None):
 
 
 def execute(plan: RunPlan, test_pipeline: beam.Pipeline | None = None, test=None):
-    clear_previous_report(plan.toon.output)
+    """`prepare_output`, then the pipeline; RunStopped when it stops part-way."""
+    prepare_output(plan)
     p = test_pipeline or beam.Pipeline(options=plan.options)
     rows = build_pipeline(p, plan)
     if test is not None:
         test(rows)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 - every unit's own failure is a row; this is the run's
+        raise RunStopped(stopped_message(plan.toon.output, exc)) from exc
     return plan, result

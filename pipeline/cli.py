@@ -1,7 +1,8 @@
 """The `toonbeam` command line: `toonbeam run ...` (also `python -m pipeline run ...`).
 
 `toonbeam run` exits with 0 when the run finished (even with some failed units), 1 when more units
-failed than --max-error-fraction allows, 2 when the run could not start (one line, no stack trace).
+failed than --max-error-fraction allows or the run stopped part-way (one line naming what was lost),
+2 when the run could not start (one line, no stack trace). `--debug` shows the stack trace instead.
 """
 from __future__ import annotations
 
@@ -50,13 +51,14 @@ def run_command(argv: list[str]) -> int:
     with quiet_startup(enabled=not debug):
         from pipeline import app, progress
         from pipeline.io.manifests import ManifestError
+        from pipeline.io.run_folder import OutputError
         from pipeline.io.weights import WeightsUnavailable
         from pipeline.options import help_parser
         from pipeline.reporting.contact_sheet import write_contact_sheet
         from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
 
     # Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
-    usage_errors = (app.UsageError, ManifestError, WeightsUnavailable, FileNotFoundError)
+    usage_errors = (app.UsageError, ManifestError, OutputError, WeightsUnavailable, FileNotFoundError)
     if any(flag in argv for flag in ("-h", "--help")):
         help_parser("toonbeam run").print_help()
         return 0
@@ -81,6 +83,11 @@ def run_command(argv: list[str]) -> int:
             raise
         print(f"toonbeam: error: {exc}", file=sys.stderr)
         return 2
+    except app.RunStopped as exc:
+        if debug:
+            raise
+        print(f"toonbeam: error: {exc}", file=sys.stderr)
+        return 1
     output = plan.toon.output.rstrip("/")
     table = read_report(output)
     counts = status_counts(table)
@@ -95,7 +102,11 @@ def run_command(argv: list[str]) -> int:
     print(f"  report: {output}/report/  (pyarrow.parquet.read_table('{output}/report'))")
     if errors:
         print(f"  failed: {output}/errors/  (JSON lines with the original manifest rows, to fix and re-submit)")
-    print(f"  sheet:  {write_contact_sheet(output)}")
+    try:
+        print(f"  sheet:  {write_contact_sheet(output)}")
+    except OSError as exc:
+        print(f"toonbeam: error: the contact sheet ({output}/index.html) was not written: {exc}", file=sys.stderr)
+        return 1
     return _error_budget_exit(counts, plan.toon.max_error_fraction)
 
 
@@ -112,6 +123,7 @@ def _error_budget_exit(counts: dict[str, int], limit: float | None) -> int:
 
 
 def report_command(argv: list[str]) -> int:
+    from pipeline.io.run_folder import OutputError
     from pipeline.reporting.contact_sheet import write_contact_sheet
     from pipeline.reporting.summary import summarize
     parser = argparse.ArgumentParser(
@@ -128,7 +140,14 @@ def report_command(argv: list[str]) -> int:
         return 2
     print(text, end="")
     if not args.no_html:
-        print(f"contact sheet: {write_contact_sheet(output)}")
+        try:
+            print(f"contact sheet: {write_contact_sheet(output)}")
+        except OutputError as exc:
+            print(f"toonbeam: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"toonbeam: error: the contact sheet ({output}/index.html) was not written: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

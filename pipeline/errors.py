@@ -11,10 +11,13 @@ from transforms import images
 
 #: Every `error_type` a report row can carry, with what it means. Codes are stable: scripts match them.
 ERROR_TYPES: dict[str, str] = {
-    "bad_manifest_row": "the manifest row is unusable: no uri, a duplicate id, a line that is not JSON",
+    "bad_manifest_row": "the manifest row is unusable: no uri, a duplicate id, a line that is not JSON, a URI with a "
+    "NUL byte, a malformed URL (never requested, never retried)",
     "unsupported_scheme": "the URI's scheme is not in --allowed-schemes",
+    "symlink_refused": "a file of a folder input is a symbolic link to a place outside that folder (--follow-symlinks "
+    "reads it)",
     "not_found": "the input does not exist (also HTTP 404)",
-    "not_a_file": "the URI names a folder, not a file",
+    "not_a_file": "the URI names a folder, a FIFO, a device or a socket, not a regular file (refused without opening it)",
     "too_large": "more pixels than --max-input-pixels (read from the header) or bytes than --max-input-bytes, "
     "or an NST output that would need more memory than --max-memory-gb",
     "too_small": "too small for NST's feature extractor after resizing to --max-dim",
@@ -22,7 +25,8 @@ ERROR_TYPES: dict[str, str] = {
     "http_error": "an HTTP error status (5xx and 429 after --http-retries retries), or too many redirects",
     "address_not_allowed": "the HTTP host (or a redirect's) resolves to an address --http-allowed-addresses "
     "refuses: by default loopback, link-local (the cloud metadata service) and reserved ones",
-    "timeout": "no complete HTTP response within --http-timeout (after --http-retries retries)",
+    "timeout": "no complete HTTP response within --http-timeout (after --http-retries retries), or no complete "
+    "read from a file system or object store within --read-timeout",
     "read_error": "any other failure to read: permission denied, connection refused or reset",
     "non_finite_loss": "NST's loss became NaN or infinite",
     "write_error": "the output image or its sidecar could not be written",

@@ -136,8 +136,10 @@ class ToonbeamOptions(PipelineOptions):
             dest="skip_existing",
             action="store_true",
             default=False,
-            help="skip units whose output is already complete (checked against its sidecar digest) and "
-            "report them as skipped: re-running an interrupted run finishes only the rest",
+            help="skip units whose output is already complete (checked against its sidecar digest) for the same "
+            "settings and input URIs, with inputs of the same size and modification time (object stores: version) "
+            "as when it was made, and report them as skipped: re-running an interrupted run finishes only the rest. "
+            "HTTP inputs are trusted by URL (their hash columns stay empty); --incremental hashes the bytes",
         )
         io_group.add_argument(
             "--incremental",
@@ -168,6 +170,22 @@ class ToonbeamOptions(PipelineOptions):
             type=int,
             default=storage.DEFAULT_MAX_INPUT_BYTES,
             help=f"refuse input files larger than this many bytes (default: {storage.DEFAULT_MAX_INPUT_BYTES})",
+        )
+        safety.add_argument(
+            *_spellings("follow_symlinks"),
+            dest="follow_symlinks",
+            action="store_true",
+            default=False,
+            help="read files of a folder input that are symbolic links to places outside that folder (by default "
+            "they are error rows, symlink_refused)",
+        )
+        safety.add_argument(
+            *_spellings("read_timeout"),
+            dest="read_timeout",
+            type=float,
+            default=storage.DEFAULT_READ_TIMEOUT,
+            help="seconds allowed for one whole read from a file system or object store (local, memory, gs, s3; "
+            f"HTTP reads have --http-timeout) (default: {storage.DEFAULT_READ_TIMEOUT:g})",
         )
         safety.add_argument(
             *_spellings("http_timeout"),
@@ -279,6 +297,7 @@ def read_policy(options: ToonbeamOptions) -> storage.ReadPolicy:
     return storage.ReadPolicy(
         allowed_schemes=allowed_schemes(options),
         max_bytes=options.max_input_bytes,
+        read_timeout=options.read_timeout,
         http_timeout=options.http_timeout,
         http_retries=options.http_retries,
         http_allowed_addresses=options.http_allowed_addresses,

@@ -20,6 +20,7 @@ class StyleTargets(typing.NamedTuple):
     grams: list | None
     error: tuple[str, str] | None  # (error_type, message)
     sha256: str | None = None  # of the style image's bytes as read (the report's style_sha256)
+    fingerprint: dict | None = None  # of the style image as read (storage.fingerprint; none for a blend)
 
 
 class PendingPairs(typing.NamedTuple):
@@ -61,7 +62,7 @@ class PairTriageFn(beam.DoFn):
         units = self._units
         if entry.error:
             for style in styles:
-                failure = UnitError("bad_manifest_row", entry.error)
+                failure = UnitError(entry.error_type, entry.error)
                 yield from units.failed(units.base(entry, style), failure, None, entry, style, row_tag=ROWS)
             return
         if not units.run.skip_existing:
@@ -71,7 +72,8 @@ class PairTriageFn(beam.DoFn):
         for style in styles:
             if style.error is None:
                 output_uri = units.output_uri(entry.id, style.id)
-                skipped = units.completed(units.base(entry, style), output_uri, self._recipe(entry, style))
+                inputs = {"content": entry, "style": style}
+                skipped = units.completed(units.base(entry, style), output_uri, self._recipe(entry, style), inputs)
                 if skipped is not None:
                     yield beam.pvalue.TaggedOutput(ROWS, skipped)
                     continue
@@ -100,7 +102,7 @@ def blend_targets(targets: list[StyleTargets], blend: list[tuple[str, float]]) -
     by_id = {target.entry.id: target for target in targets}
     entry = blend_entry([target.entry for target in targets], blend)
     if entry.error:
-        return StyleTargets(entry, None, ("bad_manifest_row", entry.error))
+        return StyleTargets(entry, None, (entry.error_type, entry.error))
     parts = [by_id[name] for name, _ in blend]
     failed = next((part for part in parts if part.error), None)
     if failed is not None:

@@ -4,8 +4,8 @@ manifest entry and its one report row.
 A unit is a content image (classical) or a content x style pair (nst, feedforward). Each method's
 steps hold one `UnitContext` and call it for the parts that are the same for every method: the
 base row (ids, URIs, method, worker, the method's fixed columns, params_hash), reading and hashing
-the input, the output's name, the reuse checks (`--skip-existing` sidecars, `--incremental` earlier
-reports), writing the image with its sidecar, and ending the unit as an ok, skipped or error row
+the input, the output's name, the reuse checks (`--skip-existing` sidecars and the inputs' fingerprints,
+`--incremental` earlier reports), writing the image with its sidecar, and ending the unit as an ok, skipped or error row
 (the error row with its dead-letter record, every row counted in the Beam metrics and the local
 progress). A method module depends on this module and on `pipeline.io`, never on another method.
 """
@@ -17,6 +17,7 @@ import hashlib
 import os
 import socket
 import time
+import typing
 
 import apache_beam as beam
 import numpy as np
@@ -56,6 +57,15 @@ class Stopwatch:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class Source(typing.NamedTuple):
+    """An input image as read: its bytes, their SHA-256 and the input's fingerprint when it was read
+    (`storage.fingerprint`; None where there is none), which its output's sidecar records."""
+
+    data: bytes
+    sha256: str
+    fingerprint: dict | None
 
 
 def subject_of(entry: ManifestEntry) -> str:
@@ -113,11 +123,12 @@ class UnitContext:
             row.update(style_id=style.id, style_uri=style.uri, style_sha256=style_sha256)
         return row
 
-    def read(self, entry: ManifestEntry) -> bytes:
-        """The bytes of an input image, within the run's read policy (read once: hashed, then decoded)."""
+    def read(self, entry: ManifestEntry) -> Source:
+        """An input image, within the run's read policy (read once: hashed, then decoded)."""
         if entry.error:
-            raise UnitError("bad_manifest_row", entry.error)
-        return storage.read_bytes(entry.uri, self.run.read_policy)
+            raise UnitError(entry.error_type, entry.error)
+        data, fingerprint = storage.read_input(entry.uri, self.run.read_policy)
+        return Source(data, sha256_hex(data), fingerprint)
 
     def decode(self, data: bytes) -> np.ndarray:
         return images.decode_image(data, self.run.max_input_pixels)
@@ -128,25 +139,41 @@ class UnitContext:
         folders = [self.method] if style_id is None else [self.method, storage.safe_name(style_id)]
         return storage.join_uri(self.run.output, "images", *folders, storage.safe_name(content_id) + ".png")
 
-    def write_image(self, uri: str, rgb: np.ndarray, recipe: str, row: dict) -> None:
-        """The PNG and its completion sidecar (see pipeline.io.outputs), each written atomically."""
+    def write_image(self, uri: str, rgb: np.ndarray, recipe: str, row: dict, fingerprints: dict) -> None:
+        """The PNG and its completion sidecar (see pipeline.io.outputs), each written atomically.
+        `fingerprints`: the inputs' `Source.fingerprint` by role ("content", "style")."""
         provenance = {key: row.get(key) for key in outputs.PROVENANCE_KEYS}
         try:
-            outputs.write_output(uri, images.encode_png(rgb), recipe, rgb.shape[0], rgb.shape[1], provenance)
+            outputs.write_output(
+                uri, images.encode_png(rgb), recipe, rgb.shape[0], rgb.shape[1], provenance, fingerprints
+            )
         except OSError as exc:
             raise UnitError("write_error", f"cannot write {uri}: {exc}") from exc
 
     # ---------------------------------------------------------------------------- work done before
 
-    def completed(self, base: dict, output_uri: str, recipe: str) -> dict | None:
-        """--skip-existing: the "skipped" row when `output_uri` is complete for `recipe` (its sidecar's
-        hashes are reported; null for older sidecars), else None."""
+    def completed(self, base: dict, output_uri: str, recipe: str, inputs: dict[str, ManifestEntry]) -> dict | None:
+        """--skip-existing: the "skipped" row when `output_uri` is complete for `recipe` and each input
+        (`inputs` by role: "content", "style") still has the fingerprint its sidecar recorded; else None
+        (the unit runs). An input's hash is reported only when its fingerprint was compared; one with
+        none recorded (HTTP, a style blend, an older sidecar) is trusted by its URI, its hash left empty."""
         if not self.run.skip_existing:
             return None
         record = outputs.completed_output(output_uri, recipe)
         if record is None:
             return None
-        provenance = {key: record.get(key) for key in outputs.PROVENANCE_KEYS}
+        provenance = {"params_hash": record.get("params_hash")}
+        for role, entry in inputs.items():
+            recorded = record.get(f"{role}_fingerprint")
+            if recorded is None:
+                continue
+            try:
+                unchanged = storage.fingerprint(entry.uri, self.run.read_policy) == recorded
+            except Exception:  # noqa: BLE001 - gone or unreadable now: the unit runs and says why
+                unchanged = False
+            if not unchanged:
+                return None
+            provenance[f"{role}_sha256"] = record.get(f"{role}_sha256")
         return self.skipped(
             {**base, **provenance}, output_uri=output_uri, height=record.get("height"), width=record.get("width")
         )

@@ -3,7 +3,9 @@
 Routes: /ok.png (a PNG), /missing.png (404), /error.png (500 always), /flaky.png (503 on the first
 request, then the PNG), /slow.png (headers and a few bytes, then a pause of PAUSE seconds),
 /big.png (BIG bytes of body with no Content-Length), /redirect/ok.png (302 to /ok.png), /loop.png
-(302 to itself), /to-loopback-2.png (302 to 127.0.0.2, another loopback address, same port).
+(302 to itself), /to-loopback-2.png (302 to 127.0.0.2, another loopback address, same port),
+/list.txt (a text manifest naming ok.png and missing.png), /slow-list.txt (that manifest, paused as
+/slow.png is).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 
 PAUSE = 2.0
 BIG = 3 * 2**20
+MANIFEST = b"ok.png\nmissing.png\n"
 REDIRECTS = {"/redirect/ok.png": "../ok.png", "/loop.png": "/loop.png",
              "/to-loopback-2.png": "http://127.0.0.2:{port}/ok.png"}
 
@@ -34,15 +37,18 @@ def serve(png: bytes):
                 self._reply(503, b"busy")
             elif self.path == "/error.png":
                 self._reply(500, b"boom")
-            elif self.path == "/slow.png":
+            elif self.path == "/list.txt":
+                self._reply(200, MANIFEST)
+            elif self.path in ("/slow.png", "/slow-list.txt"):
+                body = png if self.path == "/slow.png" else MANIFEST
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(png)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(png[:10])
+                self.wfile.write(body[:10])
                 self.wfile.flush()
                 time.sleep(PAUSE)
                 with contextlib.suppress(OSError):
-                    self.wfile.write(png[10:])
+                    self.wfile.write(body[10:])
             elif self.path == "/big.png":
                 self.send_response(200)
                 self.end_headers()  # no Content-Length: the body runs until the connection closes

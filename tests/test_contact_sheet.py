@@ -125,11 +125,13 @@ def test_grid_has_a_cell_per_unit_and_the_failures_table(run_output):
     assert len(errors) == 3
     assert all("broken" in e["text"] and "decode_error" in e["text"] for e in errors)
 
-    # Images: 2 content + 2 style headers and 6 results; the broken source shows a placeholder instead.
+    # Images: 2 content + 2 style headers and 6 results; the broken source, which the run refused, is not
+    # read again: its placeholder shows the refusal.
     images = page.find("img")
     assert len(images) == 2 + 2 + 6
     assert all(i["attrs"]["src"].startswith("data:image/jpeg;base64,") for i in images)
-    assert any("not an image" in m["text"] for m in page.find("div", cls="missing"))
+    headers = {m["attrs"]["title"].split(":")[0]: m["text"] for m in page.find("div", cls="hthumb") if "title" in m["attrs"]}
+    assert headers == {str(run_output.parent / "content" / "broken.png"): "decode_error"}
     assert page.find("svg") and len(page.find("circle", cls="point")) == 6
     assert page.find("p", id="no-curves")
 

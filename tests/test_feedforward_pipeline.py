@@ -15,6 +15,8 @@ from pipeline import app
 from pipeline.io.manifests import ManifestEntry
 from pipeline.methods import feedforward
 from pipeline.methods.feedforward import StyleExample, StyleNetworkHandler
+from pipeline.reporting.contact_sheet import render_contact_sheet
+from tests.test_contact_sheet import Page
 from tests.conftest import SAMPLES, small_png
 from transforms import images
 from transforms.feedforward.network import build_network, save_network
@@ -159,3 +161,9 @@ def test_samples_run_with_every_method_side_by_side(tmp_path):
     methods = sorted({k[0] for k in rows})
     assert methods == ["classical", "feedforward", "feedforward_train", "nst"]
     assert len(rows) == 4 + 16 + 16 + 4 and {r["status"] for r in rows.values()} == {"ok"}
+    # the contact sheet: nst and feedforward of each style side by side, the models in their own table
+    page = Page(render_contact_sheet(str(tmp_path / "out")))
+    labels = [th["text"].strip() for th in page.find("th", cls="col")]
+    assert "pop_art (nst)" in " ".join(labels) and "pop_art (feedforward)" in " ".join(labels)
+    assert len(page.find("tr", cls="model")) == 4
+    assert len(page.find("img")) == 4 + 8 + 4 + 16 + 16  # photos, a style per column, classical, nst, feedforward

@@ -45,6 +45,21 @@ def test_grayscale_and_16_bit_become_rgb_uint8():
     assert (decode_image(_save(wide, "PNG")) == 255).all()
 
 
+def test_16_bit_gray_is_scaled_by_its_bit_depth_not_by_its_values():
+    # Issue 10, defect 7: values all <= 255 used to decode as if 8-bit (white); one pixel at 256 flipped
+    # the whole image to near-black. The scale must come from the bit depth: 65535 -> 255 in every case.
+    low = np.full((4, 4), 200, np.uint16)
+    raised = low.copy()
+    raised[0, 0] = 256
+    for wide in (low, raised):
+        out = decode_image(_save(Image.fromarray(wide), "PNG"))
+        assert (out[1:, 1:] == 1).all(), out[..., 0]  # 200 * 255 / 65535 = 0.78, rounded to 1
+    pgm = b"P5 2 1 1000\n" + np.array([500, 1000], ">u2").tobytes()  # Pillow scales a PGM's maxval to 16 bits
+    assert decode_image(pgm)[0, :, 0].tolist() == [128, 255]
+    tiff32 = _save(Image.fromarray(np.full((2, 2), 70000, np.int32)), "TIFF")  # BitsPerSample 32
+    assert (decode_image(tiff32) == 0).all()
+
+
 def test_header_size_is_refused_before_decoding():
     data = _save(Image.new("RGB", (300, 200)), "PNG")
     with pytest.raises(ImageTooLarge, match="300x200"):

@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.io.manifests import ManifestEntry, ManifestError, check_manifest, read_manifest
+from pipeline.io.manifests import ManifestEntry, ManifestError, load_manifest, read_manifest
 from pipeline.io.manifests import ReadManifest
 
 
@@ -84,7 +84,7 @@ def test_unusable_manifests_fail_before_any_work(memfs, path, content, message):
     if content is not None:
         memfs.pipe(path, content)
     with pytest.raises(ManifestError, match=message):
-        check_manifest(f"memory://{path}")
+        load_manifest(f"memory://{path}")
 
 
 # --- Manifests a catalog meets (issue 6) ------------------------------------------------------------
@@ -132,4 +132,45 @@ def test_jsonl_lines_that_are_not_objects_become_error_entries(memfs):
 def test_more_unusable_manifests(memfs, path, content, message):
     memfs.pipe(path, content)
     with pytest.raises(ManifestError, match=message):
-        check_manifest(f"memory://{path}")
+        load_manifest(f"memory://{path}")
+
+
+# --- Folder inputs: symbolic links and the run's own output (issue 10) -------------------------------
+
+from pipeline.io.manifests import ManifestRules
+
+
+def test_folder_symlinks_that_lead_outside_are_refused_unless_followed(tmp_path):
+    (tmp_path / "secret.png").write_bytes(b"x")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    (folder / "inside.png").symlink_to(folder / "a.png")
+    (folder / "outside.png").symlink_to(tmp_path / "secret.png")
+    entries = {e.id: e for e in read_manifest(str(folder))}
+    assert entries["a"].error is None and entries["inside"].error is None
+    assert entries["outside"].error_type == "symlink_refused"
+    assert f"a symbolic link to {tmp_path / 'secret.png'}, outside the folder" in entries["outside"].error
+    followed = {e.id: e for e in read_manifest(str(folder), ManifestRules(follow_symlinks=True))}
+    assert followed["outside"].error is None
+
+
+def test_folders_and_globs_never_yield_the_output(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "out" / "images" / "classical").mkdir(parents=True)
+    (tmp_path / "out" / "images" / "classical" / "a.png").write_bytes(b"x")
+    (tmp_path / "out2.png").write_bytes(b"x")  # beside the output, not in it
+    rules = ManifestRules(exclude=str(tmp_path / "out"))
+    assert sorted(e.uri for e in read_manifest(str(tmp_path), rules)) == [str(tmp_path / "a.png"), str(tmp_path / "out2.png")]
+    assert [e.id for e in read_manifest(str(tmp_path / "**" / "a.png"), rules)] == ["a"]
+    assert len(list(read_manifest(str(tmp_path)))) == 3  # without the rule
+
+
+def test_ids_that_would_share_a_file_name_become_error_entries(memfs, monkeypatch):
+    from pipeline.io import storage
+
+    memfs.pipe("/m/list.jsonl", b'{"id": "x", "uri": "a.png"}\n{"id": "y", "uri": "b.png"}\n')
+    monkeypatch.setattr(storage, "safe_name", lambda identifier: "same")  # as a digest collision would
+    entries = list(read_manifest("memory://m/list.jsonl"))
+    assert entries[0].error is None
+    assert entries[1].error == "id 'y' would be written as 'same', the file name of id 'x'"

@@ -148,7 +148,7 @@ def test_safe_names_never_leave_their_folder(identifier):
 
 
 def test_distinct_ids_keep_distinct_names():
-    ids = ["a/b", "a_b", "a b", "a:b", "x" * 150, "x" * 151]
+    ids = ["a/b", "a_b", "a b", "a:b", "x" * 150, "x" * 151, "a_b-3ec69c85", storage.safe_name("a_b-3ec69c85")]
     assert len({storage.safe_name(i) for i in ids}) == len(ids)
     assert storage.safe_name("plain-id_1.v2") == "plain-id_1.v2"
 
@@ -180,3 +180,42 @@ def test_recipe_digest_is_stable_and_sensitive():
     assert a != outputs.recipe_digest(method="classical", params=PRESETS["comic"], content_uri="x")
     assert a != outputs.recipe_digest(method="classical", params=PRESETS["seed"], content_uri="y")
     assert np.char.isalnum(a)
+
+
+def test_non_regular_files_are_refused_without_opening_them(tmp_path):
+    import threading
+
+    os.mkfifo(tmp_path / "fifo.png")
+    outcome = []
+
+    def read():
+        try:
+            storage.read_bytes(str(tmp_path / "fifo.png"))
+        except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # it opened the FIFO: let it go, then fail
+        with open(tmp_path / "fifo.png", "wb"):
+            pass
+        pytest.fail("read_bytes opened a FIFO and waited for a writer")
+    assert isinstance(outcome[0], storage.NotAFile) and "FIFO" in str(outcome[0])
+    with pytest.raises(storage.NotAFile, match="character device"):
+        storage.read_bytes("/dev/zero")
+
+
+def test_every_read_has_a_time_limit(memfs, monkeypatch):
+    memfs.pipe("/slow.png", b"x")
+    real_open = type(memfs)._open
+
+    def slow_open(self, path, *args, **kwargs):
+        time.sleep(3)
+        return real_open(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(type(memfs), "_open", slow_open)
+    start = time.perf_counter()
+    with pytest.raises(storage.ReadTimeout, match="0.2 s") as info:
+        storage.read_bytes("memory://slow.png", ReadPolicy(read_timeout=0.2))
+    assert info.value.error_type == "timeout" and time.perf_counter() - start < 2

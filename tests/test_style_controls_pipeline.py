@@ -32,15 +32,15 @@ def _digest(row):
 
 
 def test_a_style_blend_is_one_unit_per_content_and_is_recorded(tmp_path):
-    rows = _rows(_catalog(tmp_path) + NST + ["--style-blend", "s0:0.7,s1:0.3", "--output", str(tmp_path / "o")])
+    catalog = _catalog(tmp_path)
+    rows = _rows(catalog + NST + ["--style-blend", "s0:0.7,s1:0.3", "--output", str(tmp_path / "o")])
     assert [(r["content_id"], r["style_id"], r["status"]) for r in rows] == [
         ("c0", "s0:0.7+s1:0.3", "ok"), ("c1", "s0:0.7+s1:0.3", "ok")
     ]
     assert {r["style_blend"] for r in rows} == {"s0:0.7,s1:0.3"}
-    again = _rows(_catalog(tmp_path) + NST + ["--style-blend", "s0:0.7,s1:0.3", "--output", str(tmp_path / "o"),
-                                              "--skip-existing"])
+    again = _rows(catalog + NST + ["--style-blend", "s0:0.7,s1:0.3", "--output", str(tmp_path / "o"), "--skip-existing"])
     assert {(r["status"], r["style_blend"]) for r in again} == {("skipped", "s0:0.7,s1:0.3")}
-    missing = _rows(_catalog(tmp_path) + NST + ["--style-blend", "s0:0.5,nope:0.5", "--output", str(tmp_path / "m")])
+    missing = _rows(catalog + NST + ["--style-blend", "s0:0.5,nope:0.5", "--output", str(tmp_path / "m")])
     assert {(r["status"], r["error_type"]) for r in missing} == {("error", "bad_manifest_row")}
     assert "nope" in missing[0]["error"]
 
@@ -49,7 +49,7 @@ def test_seeded_noise_init_repeats_byte_for_byte_and_the_seed_is_recorded(tmp_pa
     argv = _catalog(tmp_path, contents=1, styles=2) + NST + ["--init", "noise", "--seed", "5"]
     first = _rows(argv + ["--output", str(tmp_path / "a")])
     again = _rows(argv + ["--output", str(tmp_path / "b")])
-    other = _rows(argv[:-1] + ["6", "--output", str(tmp_path / "c")])
+    other = _rows(argv[:-1] + ["6", "--output", str(tmp_path / "other")])
     assert [_digest(r) for r in first] == [_digest(r) for r in again]
     assert [_digest(r) for r in first] != [_digest(r) for r in other]
     assert _digest(first[0]) != _digest(first[1])  # the pair's ids seed it too

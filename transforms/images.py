@@ -27,7 +27,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.
     """Decode any Pillow-readable image to RGB uint8, the way a catalog user expects to see it.
 
     The size is checked from the header before decoding; EXIF orientation is applied; transparency
-    is composited on white; CMYK and palette images are converted; 16-bit images are scaled to 8 bits;
+    is composited on white; CMYK and palette images are converted; 16-bit images are scaled to 8 bits by
+    their bit depth;
     animations give their first frame. Whatever goes wrong raises `ImageDecodeError` (or its subclass
     `ImageTooLarge`), never anything else.
     """
@@ -35,14 +36,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
-                )
+            check_pixel_count(img, max_pixels)
             img.seek(0)
             img.load()
-            return _to_rgb(_upright(img))
+            return _to_rgb(_upright(img), _bit_depth(img))
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -56,6 +53,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> np.
         raise
     except Exception as exc:  # noqa: BLE001 - malformed files reach odd corners of the decoders
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def check_pixel_count(img: Image.Image, max_pixels: int) -> None:
+    """`ImageTooLarge` when an opened (not yet decoded) image's header claims more than `max_pixels`."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -75,11 +79,10 @@ def check_min_side(image: np.ndarray, min_side: int, why: str = "") -> np.ndarra
     return image
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def _to_rgb(img: Image.Image, bit_depth: int) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if wide.max(initial=0) > 255 else 1.0
-        gray = np.clip(np.rint(wide * scale), 0, 255).astype(np.uint8)
+        gray = np.clip(np.rint(wide * (255.0 / (2**bit_depth - 1))), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -88,6 +91,14 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def _bit_depth(img: Image.Image) -> int:
+    """Bits per sample of a wide grayscale image, from its format, never from its values (an image that
+    happens to be dark must not be stretched): 16 for the I;16 modes and for PGM (Pillow scales its
+    maxval to 16 bits), a TIFF's BitsPerSample for mode I. Read before EXIF rotation, which drops tags."""
+    bits_per_sample = getattr(img, "tag_v2", {}).get(258) if img.mode == "I" else None
+    return int(bits_per_sample[0]) if bits_per_sample else 16
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -5,6 +5,12 @@ Accepted forms: a folder (searched recursively for images), a glob, a single ima
 JSONL or Parquet manifest with a `uri` column and an optional `id` column. Relative URIs in a manifest
 are resolved against the manifest's own folder. Ids default to the file's stem.
 
+A manifest file is read like an image: in one `storage.read_bytes` under the run's read policy
+(schemes, bytes, time, HTTP addresses); an http(s) argument is always one file (no listing, no glob).
+Folders and globs never yield files under the run's --output (a second run must not take the first
+one's cartoons for photos), and a folder's symbolic links that lead outside it are refused entries
+unless --follow-symlinks.
+
 A manifest that cannot be used at all raises `ManifestError` before any work; a single bad row (no
 uri, a duplicate id, a line that is not JSON) becomes an entry with `error` set, which the pipeline
 turns into one error row. Text is read as UTF-8 (a leading BOM is ignored); bytes that are not UTF-8
@@ -14,15 +20,20 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
+import os
 import posixpath
 import typing
+import urllib.parse
 from typing import Iterator
 
 import apache_beam as beam
 import fsspec
 import pyarrow.parquet as pq
+
+from pipeline.io import storage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TEXT_MANIFESTS = (".txt", ".lst", ".list")
@@ -41,6 +52,17 @@ class ManifestEntry:
     #: The manifest row as read (`{"uri": line}` for text manifests, folders and globs), for the
     #: dead-letter output; not part of equality.
     row: dict | None = dataclasses.field(default=None, compare=False, repr=False)
+    error_type: str = "bad_manifest_row"  # the report's code for `error`
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestRules:
+    """How a `--content` / `--style` argument is read: manifest files under the run's read policy, and
+    what folders and globs leave out."""
+
+    policy: storage.ReadPolicy = storage.ReadPolicy()
+    exclude: str | None = None  # the run's --output: nothing under it is an input
+    follow_symlinks: bool = False  # a folder's symbolic links may lead outside it
 
 
 class _BadRow(typing.NamedTuple):
@@ -50,45 +72,87 @@ class _BadRow(typing.NamedTuple):
     raw: str
 
 
-def read_manifest(spec: str) -> Iterator[ManifestEntry]:
-    """Every entry of `spec`, in a stable order, ids made unique (later duplicates become error entries)."""
+def read_manifest(spec: str, rules: ManifestRules = ManifestRules()) -> Iterator[ManifestEntry]:
+    """Every entry of `spec`, in a stable order, ids and their output file names made unique (later
+    duplicates become error entries: two ids must never write one file)."""
     seen: dict[str, str] = {}
-    for entry in _raw_entries(spec):
+    names: dict[str, str] = {}  # output file name -> the id that has it
+    for entry in _raw_entries(spec, rules):
         if entry.error is None and entry.id in seen:
             entry = dataclasses.replace(entry, error=f"duplicate id {entry.id!r} (first used by {seen[entry.id]})")
+        elif entry.error is None:
+            name = storage.safe_name(entry.id)
+            if names.setdefault(name, entry.id) != entry.id:
+                error = f"id {entry.id!r} would be written as {name!r}, the file name of id {names[name]!r}"
+                entry = dataclasses.replace(entry, error=error)
         seen.setdefault(entry.id, entry.uri)
         yield entry
 
 
-def check_manifest(spec: str) -> None:
-    """Fail fast, before the pipeline starts, if `spec` is missing, empty or of an unknown form."""
-    if next(iter(read_manifest(spec)), None) is None:
+def load_manifest(spec: str, rules: ManifestRules = ManifestRules()) -> list[ManifestEntry]:
+    """Every entry of `spec`, read once before the pipeline starts; `ManifestError` if `spec` is missing,
+    unreadable, empty or of an unknown form."""
+    entries = list(read_manifest(spec, rules))
+    if not entries:
         raise ManifestError(f"{spec}: no images found (empty folder, glob or manifest)")
+    return entries
 
 
-def _raw_entries(spec: str) -> Iterator[ManifestEntry]:
+def _raw_entries(spec: str, rules: ManifestRules) -> Iterator[ManifestEntry]:
+    if storage.scheme(spec) in ("http", "https"):
+        yield from _file_entries(spec, spec, rules.policy)
+        return
     fs, path = fsspec.core.url_to_fs(spec)
     if fsspec.core.has_magic(path):
         for match in sorted(fs.glob(path)):
-            if fs.isfile(match):
+            if fs.isfile(match) and not _excluded(fs, match, rules):
                 yield _entry_for(_uri(fs, match))
         return
     if not fs.exists(path):
         raise ManifestError(f"{spec}: does not exist")
     if fs.isdir(path):
         for found in sorted(fs.find(path)):
-            if found.lower().endswith(IMAGE_EXTENSIONS):
-                yield _entry_for(_uri(fs, found))
+            if found.lower().endswith(IMAGE_EXTENSIONS) and not _excluded(fs, found, rules):
+                yield _folder_entry(fs, path, found, rules)
         return
-    lower = path.lower()
-    base = posixpath.dirname(_uri(fs, path))
+    yield from _file_entries(spec, _uri(fs, path), rules.policy)
+
+
+def _excluded(fs, path: str, rules: ManifestRules) -> bool:
+    """Whether `path` (of `fs`) is under the run's --output."""
+    if rules.exclude is None:
+        return False
+    output_fs, output = fsspec.core.url_to_fs(rules.exclude)
+    output = output.rstrip("/")
+    return type(output_fs) is type(fs) and (path == output or path.startswith(output + "/"))
+
+
+def _folder_entry(fs, folder: str, path: str, rules: ManifestRules) -> ManifestEntry:
+    """The entry of a file found in a folder input: refused when it is a symbolic link (or under one)
+    that leads outside the folder, unless --follow-symlinks."""
+    entry = _entry_for(_uri(fs, path))
+    if rules.follow_symlinks or not isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return entry
+    root, target = os.path.realpath(folder), os.path.realpath(path)
+    if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
+        return entry
+    error = f"a symbolic link to {target}, outside the folder {folder} (--follow-symlinks reads it)"
+    return dataclasses.replace(entry, error=error, error_type="symlink_refused")
+
+
+def _file_entries(spec: str, uri: str, policy: storage.ReadPolicy) -> Iterator[ManifestEntry]:
+    """The entries of one file named by `spec`: an image, or a manifest read in one `read_bytes`."""
+    location = urllib.parse.urlsplit(uri).path if storage.scheme(uri) in ("http", "https") else uri
+    lower = location.lower()
+    base = posixpath.dirname(uri.split("?")[0])
     if lower.endswith(IMAGE_EXTENSIONS):
-        yield _entry_for(_uri(fs, path))
+        yield _entry_for(uri)
     elif lower.endswith(TEXT_MANIFESTS):
-        for line in _text_lines(fs, path):
+        for line in _text_lines(_manifest_bytes(spec, uri, policy)):
             yield _entry_for(_resolve(base, line), row={"uri": line})
     elif lower.endswith(TABLE_MANIFESTS):
-        for number, row in enumerate(_table_rows(fs, path, spec), 1):
+        rows = _table_rows(_manifest_bytes(spec, uri, policy), lower, spec)
+        for number, row in enumerate(rows, 1):
             if isinstance(row, _BadRow):
                 yield ManifestEntry(id="", uri="", error=row.message, row={"line": row.raw})
                 continue
@@ -107,30 +171,36 @@ def _raw_entries(spec: str) -> Iterator[ManifestEntry]:
         )
 
 
-def _read_text(fs, path: str) -> str:
-    with fs.open(path, "rb") as handle:
-        return handle.read().decode("utf-8-sig", errors="surrogateescape")
+def _manifest_bytes(spec: str, uri: str, policy: storage.ReadPolicy) -> bytes:
+    try:
+        return storage.read_bytes(uri, policy)
+    except FileNotFoundError:
+        raise ManifestError(f"{spec}: does not exist") from None
+    except OSError as exc:  # storage.ReadError (the policy's refusals), permission denied, ...
+        raise ManifestError(f"{spec}: cannot read: {exc}".splitlines()[0]) from None
 
 
-def _text_lines(fs, path: str) -> Iterator[str]:
-    for line in _read_text(fs, path).splitlines():
+def _text(data: bytes) -> str:
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _text_lines(data: bytes) -> Iterator[str]:
+    for line in _text(data).splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             yield line
 
 
-def _table_rows(fs, path: str, spec: str) -> Iterator[dict | _BadRow]:
-    lower = path.lower()
+def _table_rows(data: bytes, lower: str, spec: str) -> Iterator[dict | _BadRow]:
     if lower.endswith(".parquet"):
         try:
-            with fs.open(path, "rb") as handle:
-                table = pq.read_table(handle)
+            table = pq.read_table(io.BytesIO(data))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise ManifestError(f"{spec}: cannot read as Parquet: {exc}".splitlines()[0]) from exc
         _require_uri_column(table.column_names, spec)
         yield from table.to_pylist()
         return
-    text = _read_text(fs, path)
+    text = _text(data)
     if lower.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
         try:
@@ -204,8 +274,20 @@ class ListAndSpread(beam.PTransform):
         )
 
 
-class ReadManifest(ListAndSpread):
-    """Entries of one `--content` / `--style` argument, spread over workers."""
+class ReadManifest(beam.PTransform):
+    """Entries of one `--content` / `--style` argument, spread over workers.
 
-    def __init__(self, spec: str):
-        super().__init__(spec, read_manifest)
+    `entries`: what the driver already read (`load_manifest`), for a run in the driver's own process,
+    so that the manifest is read once; without them (a remote runner: no catalog in the job graph) one
+    worker lists `spec` again under the same rules."""
+
+    def __init__(self, spec: str, rules: ManifestRules = ManifestRules(), entries: list[ManifestEntry] | None = None):
+        super().__init__()
+        self._spec = spec
+        self._rules = rules
+        self._entries = entries
+
+    def expand(self, pbegin):
+        if self._entries is not None:
+            return pbegin | "Entries" >> beam.Create(self._entries)
+        return pbegin | "List" >> ListAndSpread(self._spec, functools.partial(read_manifest, rules=self._rules))

@@ -1,11 +1,13 @@
 """Output images and the records that say they are complete (what `--skip-existing` trusts).
 
 Each image is written atomically, then a small sidecar `<image>.json`, also atomically, holding the
-image's size and SHA-256, a digest of the recipe that made it (method, settings, input URIs) and its
-provenance (the SHA-256 of the inputs' bytes and the `params_hash`, for `--incremental`). A unit
-is complete when its sidecar exists, names the recipe of the current run and describes the image
-bytes found there. The sidecar is written last, so a worker killed between the two writes leaves an
-image without a sidecar, which a resumed run redoes; a changed setting or input URI redoes it too.
+image's size and SHA-256, a digest of the recipe that made it (method, settings, input URIs), its
+provenance (the SHA-256 of the inputs' bytes and the `params_hash`, for `--incremental`) and each
+input's fingerprint as read (`storage.fingerprint`: size and modification time or object version).
+An output is complete when its sidecar exists, names the recipe of the current run and describes the
+image bytes found there; the unit lifecycle (`pipeline.units`) then also compares the inputs'
+fingerprints. The sidecar is written last, so a worker killed between the two writes leaves an image
+without a sidecar, which a resumed run redoes; a changed setting or input URI redoes it too.
 """
 from __future__ import annotations
 
@@ -50,12 +52,16 @@ def sidecar_uri(image_uri: str) -> str:
 
 #: Provenance keys a sidecar may carry (also report columns): what `--skip-existing` rows report.
 PROVENANCE_KEYS = ("content_sha256", "style_sha256", "params_hash")
+#: The inputs whose fingerprints a sidecar records, as "<role>_fingerprint".
+INPUT_ROLES = ("content", "style")
 
 
 def write_output(
-    image_uri: str, data: bytes, recipe: str | None, height: int, width: int, provenance: dict | None = None
+    image_uri: str, data: bytes, recipe: str | None, height: int, width: int, provenance: dict | None = None,
+    fingerprints: dict | None = None,
 ) -> None:
-    """The image, then its sidecar; each atomic. `provenance`: the PROVENANCE_KEYS of the unit."""
+    """The image, then its sidecar; each atomic. `provenance`: the PROVENANCE_KEYS of the unit;
+    `fingerprints`: each input's `storage.fingerprint` as read, by role (INPUT_ROLES)."""
     storage.write_atomic(image_uri, data)
     record = {
         "format": SIDECAR_FORMAT,
@@ -65,6 +71,7 @@ def write_output(
         "width": int(width),
         "recipe": recipe,
         **{key: (provenance or {}).get(key) for key in PROVENANCE_KEYS},
+        **{f"{role}_fingerprint": (fingerprints or {}).get(role) for role in INPUT_ROLES},
     }
     storage.write_atomic(sidecar_uri(image_uri), json.dumps(record, sort_keys=True).encode("ascii"))
 

@@ -1,9 +1,11 @@
 """Every read and write goes through fsspec, so local paths, memory://, gs://, s3:// and http(s):// all work.
 
 Reads are bounded: only the schemes of a `ReadPolicy` are opened, no input may exceed its byte limit,
-HTTP reads have a time-out and a bounded number of retries, and they connect (redirects included) only
-to the addresses the policy allows: by default not loopback, link-local (the cloud metadata service)
-or reserved ones, so a manifest row cannot make a worker fetch from inside its own host (SSRF).
+every read has a time limit (HTTP reads: a time-out and a bounded number of retries), only regular
+files are opened (a FIFO or a device would block or never end), and HTTP reads connect (redirects
+included) only to the addresses the policy allows: by default not loopback, link-local (the cloud
+metadata service) or reserved ones, so a manifest row cannot make a worker fetch from inside its own
+host (SSRF).
 Failures raise a `ReadError` subclass whose `error_type` is the report's short code (a missing input
 stays a plain `FileNotFoundError`).
 """
@@ -16,6 +18,8 @@ import ipaddress
 import os
 import re
 import socket
+import stat
+import threading
 import time
 import uuid
 
@@ -23,6 +27,7 @@ import fsspec
 
 DEFAULT_ALLOWED_SCHEMES = ("file", "memory", "gs", "s3", "http", "https")
 DEFAULT_MAX_INPUT_BYTES = 256 * 2**20
+DEFAULT_READ_TIMEOUT = 120.0
 DEFAULT_HTTP_TIMEOUT = 30.0
 DEFAULT_HTTP_RETRIES = 2
 HTTP_RETRY_BACKOFF = 0.25  # seconds before the first retry; doubles each time, at most 4 s
@@ -63,6 +68,13 @@ class AddressNotAllowed(ReadError):
     error_type = "address_not_allowed"
 
 
+class InvalidURI(ReadError):
+    """A URI that no attempt could ever read (a NUL byte, a URL without a host or with a bad port):
+    the manifest row is at fault, so it is refused before any request and never retried."""
+
+    error_type = "bad_manifest_row"
+
+
 class HTTPStatusError(ReadError):
     error_type = "http_error"
 
@@ -77,6 +89,7 @@ class ReadPolicy:
 
     allowed_schemes: tuple[str, ...] = DEFAULT_ALLOWED_SCHEMES
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # seconds for one whole read from a file system or object store
     http_timeout: float = DEFAULT_HTTP_TIMEOUT  # seconds for one whole request, body included
     http_retries: int = DEFAULT_HTTP_RETRIES  # extra attempts after a time-out, 5xx/429 or lost connection
     http_allowed_addresses: str = DEFAULT_HTTP_ALLOWED_ADDRESSES  # one of HTTP_ADDRESS_POLICIES
@@ -97,14 +110,117 @@ def check_scheme(uri: str, allowed_schemes=DEFAULT_ALLOWED_SCHEMES) -> str:
     return found
 
 
+def check_well_formed(uri: str) -> None:
+    """Raise `InvalidURI` when `uri` cannot name anything readable, whatever the network does."""
+    if "\0" in uri:
+        raise InvalidURI("the URI contains a NUL byte")
+    if scheme(uri) in ("http", "https"):
+        from yarl import URL
+
+        try:
+            url = URL(uri)
+            url.port  # noqa: B018 - yarl checks the port when it is read
+        except ValueError as exc:
+            raise InvalidURI(f"malformed URL: {exc}") from None
+        if not url.host:
+            raise InvalidURI("malformed URL: no host")
+
+
 def read_bytes(uri: str, policy: ReadPolicy | None = None) -> bytes:
     """All bytes of `uri`, within `policy` (default: `ReadPolicy()`)."""
+    return read_input(uri, policy)[0]
+
+
+def read_input(uri: str, policy: ReadPolicy | None = None) -> tuple[bytes, dict | None]:
+    """All bytes of `uri` within `policy`, and its `fingerprint` as of that read (from the same metadata
+    the read used, taken before the bytes: an input changed during the read gets a stale fingerprint,
+    which only makes --skip-existing redo it)."""
     policy = policy or ReadPolicy()
+    check_well_formed(uri)
     if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
-        return _read_http(uri, policy)
+        return _read_http(uri, policy), None
+    return _within(policy.read_timeout, _read_file, uri, policy)
+
+
+def fingerprint(uri: str, policy: ReadPolicy | None = None) -> dict | None:
+    """What says that an input is unchanged without reading it: {"size", "modified"}, the modified part
+    being a local file's mtime in ns or an object store's version (generation, version id, ETag,
+    update time); None where there is nothing to trust (HTTP). Within `policy`'s schemes and time."""
+    policy = policy or ReadPolicy()
+    check_well_formed(uri)
+    if check_scheme(uri, policy.allowed_schemes) in ("http", "https"):
+        return None
+    return _within(policy.read_timeout, _fingerprint_now, uri)
+
+
+#: Metadata that changes whenever an object's bytes do, in the order trusted (gcsfs, s3fs, other
+#: fsspec file systems, memory://).
+_VERSION_KEYS = ("generation", "VersionId", "ETag", "etag", "mtime", "LastModified", "updated", "created")
+
+
+def _fingerprint_now(uri: str) -> dict | None:
     fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return _local_fingerprint(os.stat(path))
+    return _store_fingerprint(fs.info(path))
+
+
+def _local_fingerprint(status: os.stat_result) -> dict:
+    return {"size": status.st_size, "modified": status.st_mtime_ns}
+
+
+def _store_fingerprint(info: dict) -> dict | None:
+    version = next((info[key] for key in _VERSION_KEYS if info.get(key) is not None), None)
+    return None if version is None else {"size": info.get("size"), "modified": str(version)}
+
+
+def _within(seconds: float, read, *args):
+    """`read(*args)`, or `ReadTimeout` after `seconds`. The read runs in a daemon thread of its own, so
+    a read stuck in the kernel (a hung network mount) ends its unit instead of the whole batch; that
+    thread is left to finish or to die with the process."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = read(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="toonbeam-read", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ReadTimeout(f"no complete read within {seconds:g} s (--read-timeout)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(path: str) -> os.stat_result:
+    """A local path's metadata; NotAFile for anything but a regular file, found without opening it
+    (opening a FIFO waits for a writer; a device never ends)."""
+    status = os.stat(path)
+    if stat.S_ISDIR(status.st_mode):
+        raise NotAFile("is a directory, not a file")
+    for test, kind in _NOT_REGULAR:
+        if test(status.st_mode):
+            raise NotAFile(f"is {kind}, not a regular file")
+    return status
+
+
+def _read_file(uri: str, policy: ReadPolicy) -> tuple[bytes, dict | None]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    if local:
+        found = _local_fingerprint(_check_regular(path))
     try:
         with fs.open(path, "rb") as handle:
+            if not local:  # the metadata the file object opened with (no second request), else the store's
+                found = _store_fingerprint(getattr(handle, "details", None) or fs.info(path))
             size = getattr(handle, "size", None)
             if size is not None and size > policy.max_bytes:
                 raise _too_large(policy, size)
@@ -117,7 +233,7 @@ def read_bytes(uri: str, policy: ReadPolicy | None = None) -> bytes:
         raise
     if len(data) > policy.max_bytes:
         raise _too_large(policy)
-    return data
+    return data, found
 
 
 def _too_large(policy: ReadPolicy, size: int | None = None) -> InputTooLarge:
@@ -279,11 +395,22 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
+#: The temporary name of a local atomic write: "<final name>.<12 hex digits>.tmp".
+_TEMPORARY = re.compile(r"^(.+)\.[0-9a-f]{12}\.tmp$")
+
+
+def temporary_of(path: str) -> str | None:
+    """The final path that `path` is a temporary file of (see `write_atomic`), or None."""
+    match = _TEMPORARY.match(path)
+    return match.group(1) if match else None
+
+
 def write_atomic(uri: str, data: bytes) -> None:
     """Write so that `uri` either does not exist or holds all of `data`, even if the worker is killed.
 
-    Local files are written under a temporary name in the same folder, flushed to disk and renamed;
-    object stores get a single put, which is atomic there.
+    Local files are written under a temporary name in the same folder, flushed to disk and renamed (a
+    kill in between leaves the temporary file, which the next run into the folder removes); object
+    stores get a single put, which is atomic there.
     """
     fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
@@ -307,6 +434,8 @@ def join_uri(base: str, *parts: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: How a name that carries a digest ends: an id kept as it is never ends like this.
+_DIGEST_TAIL = re.compile(r"-[0-9a-f]{8}$")
 #: Longest sanitised id kept whole; longer ones are cut and get a digest (file names stay < 255 bytes
 #: even for an NST pair "<content>__<style>.png.json" and its temporary name).
 MAX_NAME = 100
@@ -316,10 +445,13 @@ def safe_name(identifier: str) -> str:
     """A file-name-safe form of an id that can never leave its folder.
 
     Ids that needed changing (or were longer than MAX_NAME) get a short digest of the original, so
-    that two different ids never share a file name ("a/b" and "a_b" stay apart).
+    that two different ids never share a file name ("a/b" and "a_b" stay apart). So do ids that end
+    like a digest ("a_b-3ec69c85", which is how "a/b" is written): a name kept as its id never looks
+    like a digested one, and the mapping stays one-to-one (up to a digest collision, which
+    `read_manifest` refuses).
     """
     cleaned = _UNSAFE.sub("_", identifier).strip("._") or "_"
-    if cleaned == identifier and len(cleaned) <= MAX_NAME:
+    if cleaned == identifier and len(cleaned) <= MAX_NAME and not _DIGEST_TAIL.search(cleaned):
         return cleaned
     digest = hashlib.sha1(identifier.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{cleaned[:MAX_NAME]}-{digest}"

@@ -13,7 +13,7 @@ from pipeline.io import outputs
 from pipeline.io.manifests import ManifestEntry
 from pipeline.methods import Method
 from pipeline.options import cartoon_overrides
-from pipeline.units import DEAD_LETTERS, ROWS, RunContext, Stopwatch, UnitContext, sha256_hex
+from pipeline.units import DEAD_LETTERS, ROWS, RunContext, Stopwatch, UnitContext
 from transforms.cartoon import CartoonParams, cartoonize, params_for
 
 
@@ -37,10 +37,10 @@ class TriageFn(beam.DoFn):
     def process(self, entry: ManifestEntry):
         base = self._units.base(entry)
         if entry.error:
-            yield from self._units.failed(base, UnitError("bad_manifest_row", entry.error), None, entry, row_tag=ROWS)
+            yield from self._units.failed(base, UnitError(entry.error_type, entry.error), None, entry, row_tag=ROWS)
             return
         output_uri = self._units.output_uri(entry.id)
-        skipped = self._units.completed(base, output_uri, classical_recipe(self._params, entry))
+        skipped = self._units.completed(base, output_uri, classical_recipe(self._params, entry), {"content": entry})
         if skipped is not None:
             yield beam.pvalue.TaggedOutput(ROWS, skipped)
             return
@@ -62,17 +62,18 @@ class CartoonizeFn(beam.DoFn):
         try:
             with watch.phase("total"):
                 with watch.phase("decode"):
-                    data = units.read(entry)
-                base.update(content_sha256=sha256_hex(data))
+                    source = units.read(entry)
+                base.update(content_sha256=source.sha256)
                 reused = units.reused(base, previous)
                 if reused is None:
                     with watch.phase("decode"):
-                        rgb = units.decode(data)
+                        rgb = units.decode(source.data)
                     with watch.phase("compute"):
                         cartoon = cartoonize(rgb, self._params)
                     output_uri = units.output_uri(entry.id)
                     with watch.phase("write"):
-                        units.write_image(output_uri, cartoon, classical_recipe(self._params, entry), base)
+                        recipe = classical_recipe(self._params, entry)
+                        units.write_image(output_uri, cartoon, recipe, base, {"content": source.fingerprint})
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error row, never a crashed run
             yield from units.failed(base, exc, watch.seconds.get("total"), entry)
             return

@@ -148,6 +148,7 @@ class StyleModel(typing.NamedTuple):
     card: dict | None
     grams: list | None
     error: tuple[str, str] | None = None
+    fingerprint: dict | None = None  # of the style image as read (its outputs' sidecars record it)
 
     def gate_ratio(self) -> float | None:
         return ((self.card or {}).get("heldout") or {}).get("ratio_total")
@@ -163,6 +164,7 @@ class StyleExample(typing.NamedTuple):
     model_uri: str
     base: dict  # the pair's report columns so far
     seconds_decode: float  # this pair's share of reading and decoding the content
+    fingerprints: dict | None = None  # the inputs' fingerprints by role, for the output's sidecar
 
 
 def _sample_key(seed: int, entry: ManifestEntry) -> int:
@@ -180,9 +182,9 @@ class LoadTrainingPhotoFn(beam.DoFn):
     def process(self, entry: ManifestEntry):
         sha256 = None
         try:
-            data = self._units.read(entry)
-            sha256 = sha256_hex(data)
-            rgb = self._units.decode(data)
+            source = self._units.read(entry)
+            sha256 = source.sha256
+            rgb = self._units.decode(source.data)
             yield TrainingPhoto(entry.id, sha256, images.to_float01(images.resize_to_max_dim(rgb, self._job.controls.max_dim)))
         except Exception as exc:  # noqa: BLE001 - a broken training photo is skipped, never fatal
             Metrics.counter(NAMESPACE, "ff_training_photos_skipped").inc()
@@ -227,13 +229,13 @@ class TrainFn(WithSharedExtractor):
         units, job = self._units, self._job
         base = units.base(None, entry)
         watch = Stopwatch()
-        sha256 = None
+        sha256 = source = None
         try:
             with watch.phase("total"):
                 with watch.phase("decode"):
-                    data = units.read(entry)
-                    sha256 = sha256_hex(data)
-                    style = images.to_float01(images.resize_to_max_dim(units.decode(data), job.controls.max_dim))
+                    source = units.read(entry)
+                    sha256 = source.sha256
+                    style = images.to_float01(images.resize_to_max_dim(units.decode(source.data), job.controls.max_dim))
                 base.update(style_sha256=sha256, params_hash=job.model_hash(sha256))
                 model_uri = job.model_uri(entry.id, sha256)
                 grams = style_targets(self._extractor, style)
@@ -256,7 +258,7 @@ class TrainFn(WithSharedExtractor):
             seconds_decode=watch.seconds["decode"], seconds_compute=watch.seconds.get("compute"),
         )
         yield beam.pvalue.TaggedOutput(ROWS, units.skipped(row) if reused else units.ok(row))
-        yield StyleModel(entry, sha256, model_uri, card, grams)
+        yield StyleModel(entry, sha256, model_uri, card, grams, None, source.fingerprint)
 
     def _train(self, entry, sha256, model_uri, style, photos) -> dict:
         """Train on the sampled photos but the held-out ones, score on those, write weights and card."""
@@ -332,14 +334,14 @@ class PrepareFn(beam.DoFn):
         watch = Stopwatch()
         try:
             with watch.phase("decode"):
-                data = units.read(entry)
+                source = units.read(entry)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for model in models:
                 seconds = watch.seconds.get("decode")
                 yield from units.failed(bases[model.entry], exc, seconds, entry, model.entry, row_tag=ROWS)
             return
         for base in bases.values():
-            base.update(content_sha256=sha256_hex(data))
+            base.update(content_sha256=source.sha256)
         pending = []
         for model in models:
             reused = None if model.error else units.reused(bases[model.entry], previous)
@@ -351,7 +353,7 @@ class PrepareFn(beam.DoFn):
             return
         try:
             with watch.phase("decode"):
-                image = self._prepare(units.decode(data))
+                image = self._prepare(units.decode(source.data))
         except Exception as exc:  # noqa: BLE001
             for model in pending:
                 seconds = watch.seconds.get("decode")
@@ -365,7 +367,8 @@ class PrepareFn(beam.DoFn):
                 subject = pair_subject(entry, model.entry)
                 yield from units.failed(base, refusal, share, entry, model.entry, subject=subject, row_tag=ROWS)
                 continue
-            yield model.entry.id, StyleExample(entry, model.entry, image, model.model_uri, base, share)
+            fingerprints = {"content": source.fingerprint, "style": model.fingerprint}
+            yield model.entry.id, StyleExample(entry, model.entry, image, model.model_uri, base, share, fingerprints)
 
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
         """The photo at the size the network runs at: --max-dim, or the --output-size (no pyramid: the
@@ -472,7 +475,8 @@ class FinishFn(WithSharedExtractor):
             )
             output_uri = units.output_uri(example.content.id, example.style.id)
             with watch.phase("write"):
-                units.write_image(output_uri, written, self._job.recipe(example.content, example.style), row)
+                recipe = self._job.recipe(example.content, example.style)
+                units.write_image(output_uri, written, recipe, row, example.fingerprints)
         except Exception as exc:  # noqa: BLE001
             yield from units.failed(example.base, exc, None, example.content, example.style, subject=subject)
             return

@@ -29,7 +29,6 @@ from pipeline.units import (
     Stopwatch,
     UnitContext,
     pair_subject,
-    sha256_hex,
     subject_of,
 )
 from transforms import images
@@ -100,15 +99,14 @@ class StyleTargetsFn(WithSharedExtractor):
         self._job = job
 
     def process(self, entry: ManifestEntry):
-        sha256 = None
+        source = None
         try:
-            data = self._units.read(entry)
-            sha256 = sha256_hex(data)
-            grams = style_targets(self._extractor, prepare_style(self._units.decode(data), self._job.settings))
+            source = self._units.read(entry)
+            grams = style_targets(self._extractor, prepare_style(self._units.decode(source.data), self._job.settings))
         except Exception as exc:  # noqa: BLE001 - a bad style image fails its pairs, not the run
-            yield StyleTargets(entry, None, classify(exc), sha256)
+            yield StyleTargets(entry, None, classify(exc), source and source.sha256)
             return
-        yield StyleTargets(entry, grams, None, sha256)
+        yield StyleTargets(entry, grams, None, source.sha256, source.fingerprint)
 
 
 class StylizeFn(WithSharedExtractor):
@@ -136,13 +134,13 @@ class StylizeFn(WithSharedExtractor):
         watch = Stopwatch()
         try:
             with watch.phase("decode"):
-                data = units.read(entry)
+                source = units.read(entry)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
             for style in styles:
                 yield from units.failed(bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry)
             return
         for base in bases.values():
-            base.update(content_sha256=sha256_hex(data))
+            base.update(content_sha256=source.sha256)
         pending = []
         for style in styles:
             reused = None if style.error else units.reused(bases[style.entry], previous)
@@ -154,7 +152,7 @@ class StylizeFn(WithSharedExtractor):
             return
         try:
             with watch.phase("decode"):
-                content = prepare_content(units.decode(data), self._job.settings)
+                content = prepare_content(units.decode(source.data), self._job.settings)
             with watch.phase("targets"):
                 targets = content_targets_for(self._extractor, content, self._job.settings)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
@@ -174,9 +172,9 @@ class StylizeFn(WithSharedExtractor):
         batch_size = self._job.batch_size
         for start in range(0, len(ready), batch_size):
             batch = ready[start : start + batch_size]
-            yield from self._stylize_batch(entry, content, targets, batch, bases, shares)
+            yield from self._stylize_batch(entry, source.fingerprint, content, targets, batch, bases, shares)
 
-    def _stylize_batch(self, entry, content, targets, batch, bases, shares):
+    def _stylize_batch(self, entry, content_fingerprint, content, targets, batch, bases, shares):
         units = self._units
         decode_share, targets_share = shares
         watch = Stopwatch()
@@ -212,7 +210,9 @@ class StylizeFn(WithSharedExtractor):
             pair_watch = Stopwatch()
             try:
                 with pair_watch.phase("write"):
-                    units.write_image(output_uri, images.to_uint8(image), self._job.recipe(entry, style.entry), row)
+                    fingerprints = {"content": content_fingerprint, "style": style.fingerprint}
+                    recipe = self._job.recipe(entry, style.entry)
+                    units.write_image(output_uri, images.to_uint8(image), recipe, row, fingerprints)
             except UnitError as exc:
                 yield from units.failed(row, exc, decode_share + compute_share, entry, style.entry, subject=subject)
                 continue

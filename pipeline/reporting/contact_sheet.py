@@ -9,7 +9,10 @@ One HTML file that works offline, opened from disk or served with the folder:
 * seconds per unit against image size, by method, and the NST loss curves (when recorded).
 
 Thumbnails are small JPEG data URIs made with Pillow, so the page has no external references at all
-(and source images on gs:// or http(s):// still show when the page is opened offline). Plots are
+(and source images on gs:// or http(s):// still show when the page is opened offline). The page reads
+only what the run itself accepted or wrote: the sources of units that ended ok or skipped, and the ok
+units' images, each under the run's read policy and pixel limit (kept in its run record; the defaults
+without one). A source the run refused shows the refusal, never the image. Plots are
 inline SVG computed here and drawn by the Jinja2 template: no plotting dependency on the Dataflow
 workers, which install this package too. Everything from the report is escaped by Jinja2 autoescape.
 
@@ -34,9 +37,11 @@ import fsspec
 import jinja2
 from PIL import Image, ImageOps
 
-from pipeline.io import storage
+from pipeline.errors import classify
+from pipeline.io import run_folder, storage
 from pipeline.reporting import summary
 from pipeline.reporting.schema import read_report
+from transforms.images import DEFAULT_MAX_INPUT_PIXELS, check_pixel_count
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ MAX_CURVES = 80
 THUMB_THREADS = 8
 
 #: Method colours (colour-blind safe, Okabe-Ito); other methods and styles cycle through PALETTE.
-METHOD_COLOURS = {"classical": "#0072B2", "nst": "#D55E00"}
+METHOD_COLOURS = {"classical": "#0072B2", "nst": "#D55E00", "feedforward": "#009E73", "feedforward_train": "#CC79A7"}
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 
 CURVES_GLOB = "curves/*.jsonl"
@@ -62,9 +67,11 @@ CURVES_GLOB = "curves/*.jsonl"
 
 
 def write_contact_sheet(output: str) -> str:
-    """Write OUTPUT/index.html (atomically when local) and return its URI."""
+    """Write OUTPUT/index.html (atomically when local) and return its URI; OutputError rather than
+    replace an index.html that Toonbeam did not write."""
+    run_folder.check_replaceable(output, run_folder.CONTACT_SHEET)
     html = render_contact_sheet(output)
-    uri = storage.join_uri(output, "index.html")
+    uri = storage.join_uri(output, run_folder.CONTACT_SHEET)
     storage.write_atomic(uri, html.encode("utf-8"))
     return uri
 
@@ -74,7 +81,8 @@ def render_contact_sheet(output: str, *, loss_curves: list[dict] | None = None) 
     rows = read_report(output).to_pylist()
     if loss_curves is None:
         loss_curves = read_loss_curves(output)
-    return _template().render(**sheet_model(output, rows, loss_curves))
+    policy, max_pixels = run_folder.read_limits(output)
+    return _template().render(**sheet_model(output, rows, loss_curves, policy, max_pixels))
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -119,13 +127,18 @@ class GridRow:
     cells: list  # list[list[Unit]], one list per column
 
 
-def sheet_model(output: str, rows: list[dict], loss_curves: list[dict]) -> dict:
-    """Everything the template needs, as plain values (no I/O besides reading the thumbnails)."""
+def sheet_model(
+    output: str, rows: list[dict], loss_curves: list[dict], policy: storage.ReadPolicy = storage.ReadPolicy(),
+    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+) -> dict:
+    """Everything the template needs, as plain values (no I/O besides reading the thumbnails, within
+    `policy` and `max_pixels`: the run's)."""
     output = output.rstrip("/")
-    content_ids = sorted({r["content_id"] or "" for r in rows})
+    # Units of a style alone (feed-forward training) are not grid cells: they get the models table.
+    content_ids = sorted({r["content_id"] for r in rows if r["content_id"] is not None})
     shown_ids = content_ids[:MAX_GRID_ROWS]
     shown = set(shown_ids)
-    grid_rows = [r for r in rows if (r["content_id"] or "") in shown]
+    grid_rows = [r for r in rows if r["content_id"] in shown]
 
     # Columns: style-less methods first (classical), then one per style (and styled method).
     unstyled = summary.method_order({r["method"] for r in grid_rows if not r["style_id"]})
@@ -139,16 +152,19 @@ def sheet_model(output: str, rows: list[dict], loss_curves: list[dict]) -> dict:
     for r in rows:
         content_uris.setdefault(r["content_id"] or "", r["content_uri"])
 
-    # Every image is read once, in parallel: sources (headers) and results (cells).
-    wanted = {}
-    for cid in shown_ids:
-        wanted[("src", content_uris[cid])] = content_uris[cid]
-    for sid, uri in style_uris.items():
-        wanted[("src", uri)] = uri
+    # Every image is read once, in parallel: sources the run accepted (headers) and results (cells);
+    # a source the run refused shows why instead.
+    accepted = {r[key] for r in rows if r["status"] in ("ok", "skipped") for key in ("content_uri", "style_uri")}
+    wanted, thumbs = {}, {}
+    for uri in [content_uris[cid] for cid in shown_ids] + list(style_uris.values()):
+        if uri in accepted:
+            wanted[("src", uri)] = uri
+        else:
+            thumbs[("src", uri)] = _refusal(rows, uri)
     for r in grid_rows:
         if r["status"] == "ok":
             wanted[("out", r["output_uri"])] = _result_read_uri(output, r["output_uri"])
-    thumbs = _thumbnails(wanted)
+    thumbs.update(_thumbnails(wanted, policy, max_pixels))
 
     cells = {}
     for r in grid_rows:
@@ -192,6 +208,17 @@ def sheet_model(output: str, rows: list[dict], loss_curves: list[dict]) -> dict:
         errors_by_type=summary.errors_by_type(rows),
         scatter=scatter_plot(rows),
         curves=curves_plot(loss_curves),
+        models=[_model(output, r) for r in sorted(rows, key=lambda r: r["style_id"] or "") if r["content_id"] is None],
+    )
+
+
+def _model(output: str, r: dict) -> dict:
+    """A row of the models table: a style's feed-forward training unit."""
+    return dict(
+        style_id=r["style_id"], status=r["status"] or "unknown", seconds=summary.format_seconds(r["seconds_total"]),
+        loss=_format_number(r["loss_total"]) if isinstance(r["loss_total"], (int, float)) else "-",
+        name=(r["model_uri"] or "").rsplit("/", 1)[-1], href=_source_href(output, r["model_uri"]),
+        error=r["error"] or "",
     )
 
 
@@ -230,7 +257,7 @@ def _relative_result(output: str, uri: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-_RESULT_TAIL = re.compile(r"^(?:.*/)?(images/(?:classical|nst)/.+)$")
+_RESULT_TAIL = re.compile(r"^(?:.*/)?(images/[a-z_]+/.+)$")
 
 
 def _result_read_uri(output: str, uri: str | None) -> str | None:
@@ -267,9 +294,11 @@ def _source_href(output: str, uri: str | None) -> str | None:
     return None
 
 
-def thumbnail(data: bytes, size: int = THUMB_PX) -> str:
-    """A JPEG data URI of the image, at most `size` pixels on its longest side."""
+def thumbnail(data: bytes, size: int = THUMB_PX, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> str:
+    """A JPEG data URI of the image, at most `size` pixels on its longest side (ImageTooLarge, before
+    decoding, when its header claims more than `max_pixels`)."""
     with Image.open(io.BytesIO(data)) as image:
+        check_pixel_count(image, max_pixels)
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "P", "PA"):
@@ -283,26 +312,34 @@ def thumbnail(data: bytes, size: int = THUMB_PX) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _read_thumb(uri: str | None) -> Thumb:
+def _refusal(rows: list[dict], uri: str | None) -> Thumb:
+    """The placeholder of a source that no unit accepted: the refusal of its first error row."""
+    if not uri:
+        return Thumb(None, "no image")
+    failed = [r for r in rows if r["status"] == "error" and uri in (r["content_uri"], r["style_uri"])]
+    first = min(failed, key=lambda r: (r["content_id"] or "", r["style_id"] or ""), default=None)
+    if first is None:
+        return Thumb(None, "not read", f"{uri}: no unit of the run accepted it")
+    return Thumb(None, first["error_type"] or "error", first["error"] or "")
+
+
+def _read_thumb(uri: str | None, policy: storage.ReadPolicy, max_pixels: int) -> Thumb:
     if not uri:
         return Thumb(None, "no image")
     try:
-        data = storage.read_bytes(uri)
+        return Thumb(thumbnail(storage.read_bytes(uri, policy), max_pixels=max_pixels))
     except FileNotFoundError:
         return Thumb(None, "image missing", uri)
     except Exception as exc:  # noqa: BLE001 - a page with a gap beats no page
-        return Thumb(None, "cannot read", f"{uri}: {type(exc).__name__}: {exc}")
-    try:
-        return Thumb(thumbnail(data))
-    except Exception as exc:  # noqa: BLE001
-        return Thumb(None, "not an image", f"{uri}: {type(exc).__name__}: {exc}")
+        error_type, message = classify(exc)
+        return Thumb(None, error_type, f"{uri}: {message}")
 
 
-def _thumbnails(wanted: dict) -> dict:
+def _thumbnails(wanted: dict, policy: storage.ReadPolicy, max_pixels: int) -> dict:
     if not wanted:
         return {}
     with concurrent.futures.ThreadPoolExecutor(min(THUMB_THREADS, len(wanted))) as pool:
-        futures = {key: pool.submit(_read_thumb, uri) for key, uri in wanted.items()}
+        futures = {key: pool.submit(_read_thumb, uri, policy, max_pixels) for key, uri in wanted.items()}
         return {key: future.result() for key, future in futures.items()}
 
 

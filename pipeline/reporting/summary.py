@@ -19,7 +19,7 @@ SLOWEST = 5
 #: Longest text shown in one table cell; longer values end in "…".
 MAX_CELL = 48
 #: Methods in this order first (the pipeline's own), any others after them alphabetically.
-METHOD_ORDER = ("classical", "nst")
+METHOD_ORDER = ("classical", "nst", "feedforward", "feedforward_train")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

@@ -1,0 +1,202 @@
+"""The --output folder as Toonbeam owns it: the run record that marks a folder as Toonbeam's, the only
+things a run ever replaces there, and the checks that stop a run, before any work, when the folder
+cannot be used.
+
+A run first writes OUTPUT/toonbeam-run.json, its run record (which also proves that OUTPUT can be
+created and written, and keeps the run's read policy for the contact sheet), then removes what an
+earlier run into the same folder left behind: report parts, dead letters, loss curves, the contact
+sheet, the temporary folders of Beam's sinks under them, and the temporary files of writes cut short
+(`storage.write_atomic`'s). Nothing else is removed or replaced: a folder without a run record that
+holds any of these names, or a run's folder holding other files among them, stops the run with one
+line. Images stay (--skip-existing reuses them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import fsspec
+
+from pipeline.io import outputs, storage
+from transforms.images import DEFAULT_MAX_INPUT_PIXELS
+
+RUN_RECORD = "toonbeam-run.json"
+CONTACT_SHEET = "index.html"
+#: The folders a run replaces, with the names of the files Beam's sinks write in them.
+RECORD_FOLDERS = {
+    "report": re.compile(r"part-\d+-of-\d+\.parquet"),
+    "errors": re.compile(r"errors-\d+-of-\d+\.jsonl"),
+    "curves": re.compile(r"curves-\d+-of-\d+\.jsonl"),
+}
+#: A sink's temporary folder beside its files (left there when a run is killed).
+SINK_TEMPORARY = re.compile(r"beam-temp-.+")
+#: Everything a run writes directly in OUTPUT.
+TOOL_NAMES = ("images", *RECORD_FOLDERS, CONTACT_SHEET, RUN_RECORD)
+RECORD_FORMAT = 1
+#: What each record folder holds, as a message names it.
+RECORD_NAMES = {"report": "the report", "errors": "the dead letters", "curves": "the loss curves"}
+
+
+class OutputError(ValueError):
+    """OUTPUT cannot be used by this run; the one-line message says why (the run has not started)."""
+
+
+# ---------------------------------------------------------------------------------------- record
+
+
+def write_run_record(output: str, run_id: str, policy: storage.ReadPolicy, max_input_pixels: int) -> None:
+    """OUTPUT/toonbeam-run.json, written first: OutputError when OUTPUT cannot be created or written."""
+    record = {
+        "tool": "toonbeam", "format": RECORD_FORMAT, "run_id": run_id,
+        "read_policy": dataclasses.asdict(policy), "max_input_pixels": max_input_pixels,
+    }
+    try:
+        storage.write_atomic(storage.join_uri(output, RUN_RECORD), json.dumps(record, indent=1).encode("utf-8"))
+    except OSError as exc:
+        raise OutputError(f"--output {output} cannot be written: {exc}") from None
+
+
+def read_run_record(output: str) -> dict | None:
+    """The run record of OUTPUT, or None when it has none (or something else under that name)."""
+    try:
+        record = json.loads(storage.read_bytes(storage.join_uri(output, RUN_RECORD)))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("tool") == "toonbeam" else None
+
+
+def read_limits(output: str) -> tuple[storage.ReadPolicy, int]:
+    """The read policy and pixel limit of the run that wrote OUTPUT; the defaults without a run record."""
+    record = read_run_record(output) or {}
+    saved = record.get("read_policy") or {}
+    fields = {field.name for field in dataclasses.fields(storage.ReadPolicy)}
+    policy = {name: value for name, value in saved.items() if name in fields}
+    if "allowed_schemes" in policy:
+        policy["allowed_schemes"] = tuple(policy["allowed_schemes"])
+    return storage.ReadPolicy(**policy), int(record.get("max_input_pixels") or DEFAULT_MAX_INPUT_PIXELS)
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def check_output(output: str) -> None:
+    """Before any work: OUTPUT is, or can become, a folder that Beam's sinks can write, and holds nothing
+    a run would replace that Toonbeam did not write. Raises OutputError with one line."""
+    _check_sinks_can_write(output)
+    fs, path = fsspec.core.url_to_fs(output)
+    if not fs.exists(path):
+        return
+    if not fs.isdir(path):
+        raise OutputError(f"--output {output} is a file, not a folder")
+    root = path.rstrip("/")
+    if read_run_record(output) is None:
+        present = [name for name in _names(fs, root) if name in TOOL_NAMES]
+        if present:
+            raise OutputError(
+                f"--output {output} holds {', '.join(present)} but no {RUN_RECORD}: Toonbeam did not write them "
+                "(or a version from before run records did); choose a new folder or move them away"
+            )
+        return
+    foreign = next(_foreign_records(fs, root), None)
+    if foreign is not None:
+        raise OutputError(
+            f"--output {output}: {foreign} was not written by Toonbeam, and a run replaces "
+            f"{'/, '.join(RECORD_FOLDERS)}/; move it away first"
+        )
+
+
+def check_replaceable(output: str, name: str) -> None:
+    """OutputError when OUTPUT/`name` exists in a folder that has no run record (not Toonbeam's to replace)."""
+    fs, path = fsspec.core.url_to_fs(storage.join_uri(output, name))
+    if fs.exists(path) and read_run_record(output) is None:
+        raise OutputError(f"{output}/{name} exists and {output} has no {RUN_RECORD}: Toonbeam did not write it")
+
+
+def _check_sinks_can_write(output: str) -> None:
+    """The report and the dead letters are written by Beam's sinks, through Beam's own file systems."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.get_filesystem(output)
+    except ValueError:
+        raise OutputError(
+            f"--output {output}: Beam's file sinks cannot write {storage.scheme(output)}:// (use a local path, "
+            "gs:// with apache-beam[gcp] or s3:// with apache-beam[aws])"
+        ) from None
+
+
+def _names(fs, folder: str) -> list[str]:
+    return sorted(name for name, _ in _entries(fs, folder))
+
+
+def _entries(fs, folder: str) -> list[tuple[str, str]]:
+    """(name, "file" | "directory" | "other") of each entry of an existing folder."""
+    return [(info["name"].rstrip("/").rsplit("/", 1)[-1], info.get("type", "file")) for info in fs.ls(folder, detail=True)]
+
+
+def _foreign_records(fs, root: str):
+    """The paths (relative to OUTPUT) in a run's record folders that are not a run's own."""
+    for folder, pattern in RECORD_FOLDERS.items():
+        where = f"{root}/{folder}"
+        if not fs.exists(where):
+            continue
+        if not fs.isdir(where):
+            yield folder
+            continue
+        for name, kind in _entries(fs, where):
+            if not _replaceable(pattern, name, kind):
+                yield f"{folder}/{name}"
+
+
+def _replaceable(pattern: re.Pattern, name: str, kind: str) -> bool:
+    """Whether a record folder's entry is a run's own: a sink's file, or a sink's temporary folder."""
+    if kind == "directory":
+        return bool(SINK_TEMPORARY.fullmatch(name))
+    return kind == "file" and bool(pattern.fullmatch(name))
+
+
+def missing_records(output: str) -> list[str]:
+    """The records every run writes (report, dead letters) that OUTPUT has no file of, as a message names
+    them: what a run that stopped part-way lost."""
+    fs, path = fsspec.core.url_to_fs(output)
+    missing = []
+    for folder in ("report", "errors"):
+        where = f"{path.rstrip('/')}/{folder}"
+        names = _names(fs, where) if fs.isdir(where) else []
+        if not any(RECORD_FOLDERS[folder].fullmatch(name) for name in names):
+            missing.append(f"{RECORD_NAMES[folder]} ({folder}/)")
+    return missing
+
+
+# ----------------------------------------------------------------------------------------- clean up
+
+
+def remove_earlier_records(output: str) -> None:
+    """What an earlier run into OUTPUT wrote that describes that run (its records, its contact sheet,
+    its sinks' temporary folders): only those names, after `check_output` said they are a run's."""
+    fs, path = fsspec.core.url_to_fs(output)
+    root = path.rstrip("/")
+    for folder, pattern in RECORD_FOLDERS.items():
+        if not fs.isdir(f"{root}/{folder}"):
+            continue
+        for name, kind in _entries(fs, f"{root}/{folder}"):
+            if _replaceable(pattern, name, kind):
+                fs.rm(f"{root}/{folder}/{name}", recursive=kind == "directory")
+    if fs.isfile(f"{root}/{CONTACT_SHEET}"):
+        fs.rm(f"{root}/{CONTACT_SHEET}")
+
+
+def remove_stale_temporaries(output: str) -> None:
+    """The temporary files of this tool's atomic writes that a killed run left in OUTPUT (local folders
+    only: object stores get single puts): those of images and their sidecars under images/, and those
+    of OUTPUT's own files. Any other file stays, whatever its name."""
+    fs, path = fsspec.core.url_to_fs(output)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or not fs.isdir(path):
+        return
+    root = path.rstrip("/")
+    images = fs.find(f"{root}/images") if fs.isdir(f"{root}/images") else []
+    stale = [p for p in images if (storage.temporary_of(p) or "").endswith((".png", ".png" + outputs.SIDECAR_SUFFIX))]
+    stale += [f"{root}/{name}" for name in _names(fs, root) if storage.temporary_of(name) in (CONTACT_SHEET, RUN_RECORD)]
+    for name in stale:
+        fs.rm(name)
