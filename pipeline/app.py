@@ -115,8 +115,10 @@ def plan_run(argv: list[str]) -> RunPlan:
 
 
 def manifest_rules(toon: ToonbeamOptions) -> ManifestRules:
-    """How --content and --style are read: under the run's read policy, never yielding --output's files."""
-    return ManifestRules(read_policy(toon), exclude=toon.output, follow_symlinks=toon.follow_symlinks)
+    """How --content and --style are read: under the run's read policy, never yielding the images the
+    run writes (OUTPUT/images/, where a content folder may hold the output folder, or be it)."""
+    exclude = storage.join_uri(toon.output, "images")
+    return ManifestRules(read_policy(toon), exclude=exclude, follow_symlinks=toon.follow_symlinks)
 
 
 def _check_previous_reports(spec: str) -> None:

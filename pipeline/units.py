@@ -152,9 +152,11 @@ class UnitContext:
 
     def completed(self, base: dict, output_uri: str, recipe: str, inputs: dict[str, ManifestEntry]) -> dict | None:
         """--skip-existing: the "skipped" row when `output_uri` is complete for `recipe` and each input
-        (`inputs` by role: "content", "style") still has the fingerprint its sidecar recorded; else None
-        (the unit runs). An input's hash is reported only when its fingerprint was compared; one with
-        none recorded (HTTP, a style blend, an older sidecar) is trusted by its URI, its hash left empty."""
+        (`inputs` by role: "content", "style") is unchanged since its sidecar was written; else None (the
+        unit runs). An input is unchanged when its fingerprint is the recorded one or, when only its
+        modification time differs (a copy, a touch), its bytes still hash to the recorded SHA-256. An
+        input's hash is reported only when it was so verified; one with no fingerprint recorded (HTTP, a
+        style blend, an older sidecar) is trusted by its URI, its hash left empty."""
         if not self.run.skip_existing:
             return None
         record = outputs.completed_output(output_uri, recipe)
@@ -166,7 +168,7 @@ class UnitContext:
             if recorded is None:
                 continue
             try:
-                unchanged = storage.fingerprint(entry.uri, self.run.read_policy) == recorded
+                unchanged = self._unchanged(entry, recorded, record.get(f"{role}_sha256"))
             except Exception:  # noqa: BLE001 - gone or unreadable now: the unit runs and says why
                 unchanged = False
             if not unchanged:
@@ -178,6 +180,14 @@ class UnitContext:
                 width=record.get("width"),
             )
         )
+
+    def _unchanged(self, entry: ManifestEntry, fingerprint: dict, sha256: str | None) -> bool:
+        now = storage.fingerprint(entry.uri, self.run.read_policy)
+        if now == fingerprint:
+            return True
+        if now is None or now.get("size") != fingerprint.get("size") or sha256 is None:
+            return False
+        return self.read(entry).sha256 == sha256
 
     def reused(self, base: dict, previous) -> dict | None:
         """--incremental: the "skipped" row of a unit (`base` has its ids, method and hashes) when an

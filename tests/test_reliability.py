@@ -560,20 +560,22 @@ def test_the_contact_sheet_reads_only_what_the_run_accepted_under_its_policy(tmp
 def test_skip_existing_redoes_an_input_changed_in_place_and_reports_only_hashes_it_verified(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for name, seed in (("same", 0), ("changed", 1)):
+    for name, seed in (("same", 0), ("changed", 1), ("touched", 4)):
         (folder / f"{name}.png").write_bytes(small_png(seed))
     out = tmp_path / "out"
     with serve(small_png(2)) as (base, hits):
         manifest = folder / "list.txt"
-        manifest.write_text(f"same.png\nchanged.png\n{base}/ok.png\n")
+        manifest.write_text(f"same.png\nchanged.png\ntouched.png\n{base}/ok.png\n")
         argv = ["--content", str(manifest), "--output", str(out), "--http-allowed-addresses", "any"]
         app.run(argv)
         (folder / "changed.png").write_bytes(small_png(3))  # new bytes at the same path
+        os.utime(folder / "touched.png", (1e9, 1e9))  # the same bytes with another time: hashed, still the same
         app.run(argv + ["--skip-existing"])
         assert hits["/ok.png"] == 1  # skipped without a request
     rows = _report(out)
-    sha = {name: hashlib.sha256((folder / f"{name}.png").read_bytes()).hexdigest() for name in ("same", "changed")}
+    sha = {name: hashlib.sha256((folder / f"{name}.png").read_bytes()).hexdigest() for name in ("same", "changed", "touched")}
     assert (rows["same"]["status"], rows["same"]["content_sha256"]) == ("skipped", sha["same"])  # verified
+    assert (rows["touched"]["status"], rows["touched"]["content_sha256"]) == ("skipped", sha["touched"])
     assert (rows["changed"]["status"], rows["changed"]["content_sha256"]) == ("ok", sha["changed"])  # redone
     expected = cartoonize(decode_image(small_png(3)), PRESETS["seed"])
     assert decode_image(pathlib.Path(rows["changed"]["output_uri"]).read_bytes()).tolist() == expected.tolist()

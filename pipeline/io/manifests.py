@@ -7,8 +7,8 @@ are resolved against the manifest's own folder. Ids default to the file's stem.
 
 A manifest file is read like an image: in one `storage.read_bytes` under the run's read policy
 (schemes, bytes, time, HTTP addresses); an http(s) argument is always one file (no listing, no glob).
-Folders and globs never yield files under the run's --output (a second run must not take the first
-one's cartoons for photos), and a folder's symbolic links that lead outside it are refused entries
+Folders and globs never yield the images a run writes (OUTPUT/images/: a second run must not take
+the first one's cartoons for photos), and a folder's symbolic links that lead outside it are refused entries
 unless --follow-symlinks.
 
 A manifest that cannot be used at all raises `ManifestError` before any work; a single bad row (no
@@ -61,7 +61,7 @@ class ManifestRules:
     what folders and globs leave out."""
 
     policy: storage.ReadPolicy = storage.ReadPolicy()
-    exclude: str | None = None  # the run's --output: nothing under it is an input
+    exclude: str | None = None  # a folder whose files are never inputs (the run's OUTPUT/images)
     follow_symlinks: bool = False  # a folder's symbolic links may lead outside it
 
 
@@ -119,7 +119,7 @@ def _raw_entries(spec: str, rules: ManifestRules) -> Iterator[ManifestEntry]:
 
 
 def _excluded(fs, path: str, rules: ManifestRules) -> bool:
-    """Whether `path` (of `fs`) is under the run's --output."""
+    """Whether `path` (of `fs`) is under `rules.exclude`."""
     if rules.exclude is None:
         return False
     output_fs, output = fsspec.core.url_to_fs(rules.exclude)
