@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipeline import app, cli
 from pipeline.reporting.schema import read_report
-from tests.conftest import ROOT, small_png
+from tests.conftest import ROOT, communicate_or_fail, small_png
 from tests.httpserver import serve
 from tests.test_images import jpeg_bomb, png_bomb
 from transforms.cartoon import PRESETS, cartoonize
@@ -332,12 +332,7 @@ def test_a_nul_byte_or_a_malformed_url_is_a_bad_manifest_row_never_requested(tmp
 
 def _finish(proc, timeout=120):
     """(returncode, stdout, stderr) of a `_cli` process; killed (and the test failed) when it hangs."""
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"the run still blocked after {timeout} s")
+    stdout, stderr = communicate_or_fail(proc, timeout, "the run")
     return proc.returncode, stdout, stderr
 
 
