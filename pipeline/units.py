@@ -4,10 +4,11 @@ manifest entry and its one report row.
 A unit is a content image (classical) or a content x style pair (nst, feedforward). Each method's
 steps hold one `UnitContext` and call it for the parts that are the same for every method: the
 base row (ids, URIs, method, worker, the method's fixed columns, params_hash), reading and hashing
-the input, the output's name, the reuse checks (`--skip-existing` sidecars and the inputs' fingerprints,
-`--incremental` earlier reports), writing the image with its sidecar, and ending the unit as an ok, skipped or error row
-(the error row with its dead-letter record, every row counted in the Beam metrics and the local
-progress). A method module depends on this module and on `pipeline.io`, never on another method.
+the input, the output's name, the reuse checks (`--skip-existing` sidecars and the inputs'
+fingerprints, `--incremental` earlier reports), writing the image with its sidecar, and ending the
+unit as an ok, skipped or error row (the error row with its dead-letter record, every row counted
+in the Beam metrics and the local progress). A method module depends on this module and on
+`pipeline.io`, never on another method.
 """
 from __future__ import annotations
 
@@ -182,6 +183,7 @@ class UnitContext:
         )
 
     def _unchanged(self, entry: ManifestEntry, fingerprint: dict, sha256: str | None) -> bool:
+        """Whether an input is as its sidecar recorded it: the same fingerprint, or the same size and bytes."""
         now = storage.fingerprint(entry.uri, self.run.read_policy)
         if now == fingerprint:
             return True
