@@ -591,3 +591,14 @@ def test_skip_existing_redoes_the_pairs_of_a_style_changed_in_place(memfs, tmp_p
     assert (rows["s0"]["status"], rows["s1"]["status"]) == ("skipped", "ok")
     assert rows["s0"]["style_sha256"] == hashlib.sha256(small_png(10)).hexdigest()
     assert rows["s1"]["style_sha256"] == hashlib.sha256(small_png(20)).hexdigest()
+
+
+def test_toonbeam_report_never_replaces_an_index_html_it_did_not_write(tmp_path, capsys):
+    from tests.test_contact_sheet import write_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(out, [])  # a report, but no run record: not a folder Toonbeam's run wrote
+    (out / "index.html").write_text("<p>my page</p>")
+    assert cli.main(["report", str(out)]) == 2
+    assert "index.html exists" in capsys.readouterr().err and (out / "index.html").read_text() == "<p>my page</p>"
