@@ -15,13 +15,7 @@ from pipeline.io import run_folder, storage
 from pipeline.io.manifests import ManifestEntry, ManifestRules, ReadManifest, load_manifest
 from pipeline.io.sinks import WriteDeadLetters, WriteReport
 from pipeline.methods import Method, method_class, parse_methods
-from pipeline.options import (
-    ToonbeamOptions,
-    allowed_schemes,
-    expand_config,
-    read_policy,
-    unfilled_placeholders,
-)
+from pipeline.options import ToonbeamOptions, allowed_schemes, expand_config, read_policy, unfilled_placeholders
 from pipeline.reporting.incremental import ReadPreviousReports, check_previous_reports
 from pipeline.units import RunContext
 
@@ -125,8 +119,10 @@ def start_frameworks(plan: RunPlan) -> None:
 
 
 def manifest_rules(toon: ToonbeamOptions) -> ManifestRules:
-    """How --content and --style are read: under the run's read policy, never yielding --output's files."""
-    return ManifestRules(read_policy(toon), exclude=toon.output, follow_symlinks=toon.follow_symlinks)
+    """How --content and --style are read: under the run's read policy, never yielding the images the
+    run writes (OUTPUT/images/, where a content folder may hold the output folder, or be it)."""
+    exclude = storage.join_uri(toon.output, "images")
+    return ManifestRules(read_policy(toon), exclude=exclude, follow_symlinks=toon.follow_symlinks)
 
 
 def _check_previous_reports(spec: str) -> None:
@@ -190,15 +186,16 @@ def prepare_output(plan: RunPlan) -> None:
 
 
 def stopped_message(output: str, exc: BaseException) -> str:
-    """One line for a pipeline that stopped part-way: the step, the first cause, what is missing."""
+    """One line for a pipeline that stopped part-way: the step, what is missing, the first cause (last,
+    so that a long cause is what gets cut)."""
     cause = exc
     while cause.__cause__ or cause.__context__:
         cause = cause.__cause__ or cause.__context__
     step = re.search(r"\[while running '([^'/]+)", str(exc))
     lost = [*run_folder.missing_records(output), f"the contact sheet ({run_folder.CONTACT_SHEET})"]
     return one_line(
-        f"the run stopped{f' in {step.group(1)}' if step else ''}: {type(cause).__name__}: {cause}; "
-        f"lost: {', '.join(lost)}; the images written so far are kept (--skip-existing finishes the rest)"
+        f"the run stopped{f' in {step.group(1)}' if step else ''}; lost: {', '.join(lost)}; the images written "
+        f"so far are kept (--skip-existing finishes the rest); cause: {type(cause).__name__}: {cause}"
     )
 
 

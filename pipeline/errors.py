@@ -17,7 +17,8 @@ ERROR_TYPES: dict[str, str] = {
     "symlink_refused": "a file of a folder input is a symbolic link to a place outside that folder (--follow-symlinks "
     "reads it)",
     "not_found": "the input does not exist (also HTTP 404)",
-    "not_a_file": "the URI names a folder, a FIFO, a device or a socket, not a regular file (refused without opening it)",
+    "not_a_file": "the URI names a folder, a FIFO, a device or a socket, not a regular file (refused without "
+    "opening it)",
     "too_large": "more pixels than --max-input-pixels (read from the header) or bytes than --max-input-bytes, "
     "or an NST output that would need more memory than --max-memory-gb",
     "too_small": "too small for NST's feature extractor after resizing to --max-dim",

@@ -138,8 +138,9 @@ class ToonbeamOptions(PipelineOptions):
             default=False,
             help="skip units whose output is already complete (checked against its sidecar digest) for the same "
             "settings and input URIs, with inputs of the same size and modification time (object stores: version) "
-            "as when it was made, and report them as skipped: re-running an interrupted run finishes only the rest. "
-            "HTTP inputs are trusted by URL (their hash columns stay empty); --incremental hashes the bytes",
+            "as when it was made (or, when only the time differs, the same SHA-256), and report them as skipped: "
+            "re-running an interrupted run finishes only the rest. HTTP inputs are trusted by URL (their hash "
+            "columns stay empty); --incremental hashes the bytes",
         )
         io_group.add_argument(
             "--incremental",

@@ -4,10 +4,11 @@ manifest entry and its one report row.
 A unit is a content image (classical) or a content x style pair (nst, feedforward). Each method's
 steps hold one `UnitContext` and call it for the parts that are the same for every method: the
 base row (ids, URIs, method, worker, the method's fixed columns, params_hash), reading and hashing
-the input, the output's name, the reuse checks (`--skip-existing` sidecars and the inputs' fingerprints,
-`--incremental` earlier reports), writing the image with its sidecar, and ending the unit as an ok, skipped or error row
-(the error row with its dead-letter record, every row counted in the Beam metrics and the local
-progress). A method module depends on this module and on `pipeline.io`, never on another method.
+the input, the output's name, the reuse checks (`--skip-existing` sidecars and the inputs'
+fingerprints, `--incremental` earlier reports), writing the image with its sidecar, and ending the
+unit as an ok, skipped or error row (the error row with its dead-letter record, every row counted
+in the Beam metrics and the local progress). A method module depends on this module and on
+`pipeline.io`, never on another method.
 """
 from __future__ import annotations
 
@@ -154,9 +155,11 @@ class UnitContext:
 
     def completed(self, base: dict, output_uri: str, recipe: str, inputs: dict[str, ManifestEntry]) -> dict | None:
         """--skip-existing: the "skipped" row when `output_uri` is complete for `recipe` and each input
-        (`inputs` by role: "content", "style") still has the fingerprint its sidecar recorded; else None
-        (the unit runs). An input's hash is reported only when its fingerprint was compared; one with
-        none recorded (HTTP, a style blend, an older sidecar) is trusted by its URI, its hash left empty."""
+        (`inputs` by role: "content", "style") is unchanged since its sidecar was written; else None (the
+        unit runs). An input is unchanged when its fingerprint is the recorded one or, when only its
+        modification time differs (a copy, a touch), its bytes still hash to the recorded SHA-256. An
+        input's hash is reported only when it was so verified; one with no fingerprint recorded (HTTP, a
+        style blend, an older sidecar) is trusted by its URI, its hash left empty."""
         if not self.run.skip_existing:
             return None
         record = outputs.completed_output(output_uri, recipe)
@@ -168,7 +171,7 @@ class UnitContext:
             if recorded is None:
                 continue
             try:
-                unchanged = storage.fingerprint(entry.uri, self.run.read_policy) == recorded
+                unchanged = self._unchanged(entry, recorded, record.get(f"{role}_sha256"))
             except Exception:  # noqa: BLE001 - gone or unreadable now: the unit runs and says why
                 unchanged = False
             if not unchanged:
@@ -177,6 +180,15 @@ class UnitContext:
         return self.skipped(
             {**base, **provenance}, output_uri=output_uri, height=record.get("height"), width=record.get("width")
         )
+
+    def _unchanged(self, entry: ManifestEntry, fingerprint: dict, sha256: str | None) -> bool:
+        """Whether an input is as its sidecar recorded it: the same fingerprint, or the same size and bytes."""
+        now = storage.fingerprint(entry.uri, self.run.read_policy)
+        if now == fingerprint:
+            return True
+        if now is None or now.get("size") != fingerprint.get("size") or sha256 is None:
+            return False
+        return self.read(entry).sha256 == sha256
 
     def reused(self, base: dict, previous) -> dict | None:
         """--incremental: the "skipped" row of a unit (`base` has its ids, method and hashes) when an

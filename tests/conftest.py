@@ -1,6 +1,8 @@
 """Shared fixtures: small real photos from samples/, and an in-memory filesystem for manifests."""
 import os
 import pathlib
+import signal
+import subprocess
 
 import fsspec
 import numpy as np
@@ -30,6 +32,17 @@ def memfs():
     fs.pseudo_dirs.append("")
     yield fs
     fs.store.clear()
+
+
+def communicate_or_fail(process: subprocess.Popen, timeout: float, what: str) -> tuple[str, str]:
+    """(stdout, stderr) of a process started with start_new_session=True; past `timeout` its whole
+    process group is killed and the test fails, saying `what` did not finish."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"{what} did not finish in {timeout} s")
 
 
 def small_png(seed: int, size=(40, 56)) -> bytes:

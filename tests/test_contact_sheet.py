@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.parse
@@ -20,7 +19,7 @@ from PIL import Image
 from pipeline import app
 from pipeline.reporting.contact_sheet import render_contact_sheet, write_contact_sheet
 from pipeline.reporting.schema import REPORT_SCHEMA, read_report, report_row
-from tests.conftest import SAMPLES, small_png
+from tests.conftest import SAMPLES, communicate_or_fail, small_png
 
 CONTENTS = ("astronaut.png", "coffee.png")
 STYLES = ("pop_art.png", "stained_glass.png")
@@ -270,12 +269,7 @@ def chromium(*args, timeout=120):
         ]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            pytest.fail(f"chromium did not finish in {timeout} s")
+        stdout, stderr = communicate_or_fail(process, timeout, "chromium")
     assert process.returncode == 0, f"chromium failed ({process.returncode}): {stderr[-2000:]}"
     return stdout
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipeline import app, cli
 from pipeline.reporting.schema import read_report
-from tests.conftest import ROOT, small_png
+from tests.conftest import ROOT, communicate_or_fail, small_png
 from tests.httpserver import serve
 from tests.test_images import jpeg_bomb, png_bomb
 from transforms.cartoon import PRESETS, cartoonize
@@ -332,12 +332,7 @@ def test_a_nul_byte_or_a_malformed_url_is_a_bad_manifest_row_never_requested(tmp
 
 def _finish(proc, timeout=120):
     """(returncode, stdout, stderr) of a `_cli` process; killed (and the test failed) when it hangs."""
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"the run still blocked after {timeout} s")
+    stdout, stderr = communicate_or_fail(proc, timeout, "the run")
     return proc.returncode, stdout, stderr
 
 
@@ -394,7 +389,8 @@ def test_an_output_inside_the_content_folder_is_not_read_back_as_input(tmp_path)
     argv = ["--content", str(folder), "--output", str(folder / "cartoons")]
     app.run(argv)
     app.run(argv)  # the first run's cartoons are in the content folder now
-    assert sorted((i, r["status"]) for i, r in _report(folder / "cartoons").items()) == [("p0", "ok"), ("p1", "ok")]
+    rows = read_report(str(folder / "cartoons")).to_pylist()
+    assert sorted((r["content_uri"], r["status"]) for r in rows) == [(str(folder / f"p{i}.png"), "ok") for i in range(2)]
 
 
 def test_an_id_shaped_like_another_ids_file_name_gets_its_own_file(tmp_path):
@@ -559,20 +555,22 @@ def test_the_contact_sheet_reads_only_what_the_run_accepted_under_its_policy(tmp
 def test_skip_existing_redoes_an_input_changed_in_place_and_reports_only_hashes_it_verified(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for name, seed in (("same", 0), ("changed", 1)):
+    for name, seed in (("same", 0), ("changed", 1), ("touched", 4)):
         (folder / f"{name}.png").write_bytes(small_png(seed))
     out = tmp_path / "out"
     with serve(small_png(2)) as (base, hits):
         manifest = folder / "list.txt"
-        manifest.write_text(f"same.png\nchanged.png\n{base}/ok.png\n")
+        manifest.write_text(f"same.png\nchanged.png\ntouched.png\n{base}/ok.png\n")
         argv = ["--content", str(manifest), "--output", str(out), "--http-allowed-addresses", "any"]
         app.run(argv)
         (folder / "changed.png").write_bytes(small_png(3))  # new bytes at the same path
+        os.utime(folder / "touched.png", (1e9, 1e9))  # the same bytes with another time: hashed, still the same
         app.run(argv + ["--skip-existing"])
         assert hits["/ok.png"] == 1  # skipped without a request
     rows = _report(out)
-    sha = {name: hashlib.sha256((folder / f"{name}.png").read_bytes()).hexdigest() for name in ("same", "changed")}
+    sha = {name: hashlib.sha256((folder / f"{name}.png").read_bytes()).hexdigest() for name in ("same", "changed", "touched")}
     assert (rows["same"]["status"], rows["same"]["content_sha256"]) == ("skipped", sha["same"])  # verified
+    assert (rows["touched"]["status"], rows["touched"]["content_sha256"]) == ("skipped", sha["touched"])
     assert (rows["changed"]["status"], rows["changed"]["content_sha256"]) == ("ok", sha["changed"])  # redone
     expected = cartoonize(decode_image(small_png(3)), PRESETS["seed"])
     assert decode_image(pathlib.Path(rows["changed"]["output_uri"]).read_bytes()).tolist() == expected.tolist()
@@ -593,3 +591,14 @@ def test_skip_existing_redoes_the_pairs_of_a_style_changed_in_place(memfs, tmp_p
     assert (rows["s0"]["status"], rows["s1"]["status"]) == ("skipped", "ok")
     assert rows["s0"]["style_sha256"] == hashlib.sha256(small_png(10)).hexdigest()
     assert rows["s1"]["style_sha256"] == hashlib.sha256(small_png(20)).hexdigest()
+
+
+def test_toonbeam_report_never_replaces_an_index_html_it_did_not_write(tmp_path, capsys):
+    from tests.test_contact_sheet import write_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(out, [])  # a report, but no run record: not a folder Toonbeam's run wrote
+    (out / "index.html").write_text("<p>my page</p>")
+    assert cli.main(["report", str(out)]) == 2
+    assert "index.html exists" in capsys.readouterr().err and (out / "index.html").read_text() == "<p>my page</p>"

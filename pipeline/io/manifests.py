@@ -7,9 +7,9 @@ are resolved against the manifest's own folder. Ids default to the file's stem.
 
 A manifest file is read like an image: in one `storage.read_bytes` under the run's read policy
 (schemes, bytes, time, HTTP addresses); an http(s) argument is always one file (no listing, no glob).
-Folders and globs never yield files under the run's --output (a second run must not take the first
-one's cartoons for photos), and a folder's symbolic links that lead outside it are refused entries
-unless --follow-symlinks.
+Folders and globs never yield the images a run writes (OUTPUT/images/: a second run must not take
+the first one's cartoons for photos), and a folder's symbolic links that lead outside it are refused
+entries unless --follow-symlinks.
 
 A manifest that cannot be used at all raises `ManifestError` before any work; a single bad row (no
 uri, a duplicate id, a line that is not JSON) becomes an entry with `error` set, which the pipeline
@@ -61,7 +61,7 @@ class ManifestRules:
     what folders and globs leave out."""
 
     policy: storage.ReadPolicy = storage.ReadPolicy()
-    exclude: str | None = None  # the run's --output: nothing under it is an input
+    exclude: str | None = None  # a folder whose files are never inputs (the run's OUTPUT/images)
     follow_symlinks: bool = False  # a folder's symbolic links may lead outside it
 
 
@@ -103,28 +103,30 @@ def _raw_entries(spec: str, rules: ManifestRules) -> Iterator[ManifestEntry]:
         yield from _file_entries(spec, spec, rules.policy)
         return
     fs, path = fsspec.core.url_to_fs(spec)
+    excluded = _excluded_by(fs, rules.exclude)
     if fsspec.core.has_magic(path):
         for match in sorted(fs.glob(path)):
-            if fs.isfile(match) and not _excluded(fs, match, rules):
+            if fs.isfile(match) and not excluded(match):
                 yield _entry_for(_uri(fs, match))
         return
     if not fs.exists(path):
         raise ManifestError(f"{spec}: does not exist")
     if fs.isdir(path):
         for found in sorted(fs.find(path)):
-            if found.lower().endswith(IMAGE_EXTENSIONS) and not _excluded(fs, found, rules):
+            if found.lower().endswith(IMAGE_EXTENSIONS) and not excluded(found):
                 yield _folder_entry(fs, path, found, rules)
         return
     yield from _file_entries(spec, _uri(fs, path), rules.policy)
 
 
-def _excluded(fs, path: str, rules: ManifestRules) -> bool:
-    """Whether `path` (of `fs`) is under the run's --output."""
-    if rules.exclude is None:
-        return False
-    output_fs, output = fsspec.core.url_to_fs(rules.exclude)
-    output = output.rstrip("/")
-    return type(output_fs) is type(fs) and (path == output or path.startswith(output + "/"))
+def _excluded_by(fs, folder: str | None):
+    """Whether a path of `fs` is under `folder` (a URI; None: nothing is)."""
+    if folder is None:
+        return lambda path: False
+    folder_fs, prefix = fsspec.core.url_to_fs(folder)
+    prefix = prefix.rstrip("/")
+    same_store = type(folder_fs) is type(fs)
+    return lambda path: same_store and (path == prefix or path.startswith(prefix + "/"))
 
 
 def _folder_entry(fs, folder: str, path: str, rules: ManifestRules) -> ManifestEntry:

@@ -132,7 +132,8 @@ def _names(fs, folder: str) -> list[str]:
 
 def _entries(fs, folder: str) -> list[tuple[str, str]]:
     """(name, "file" | "directory" | "other") of each entry of an existing folder."""
-    return [(info["name"].rstrip("/").rsplit("/", 1)[-1], info.get("type", "file")) for info in fs.ls(folder, detail=True)]
+    listing = fs.ls(folder, detail=True)
+    return [(info["name"].rstrip("/").rsplit("/", 1)[-1], info.get("type", "file")) for info in listing]
 
 
 def _foreign_records(fs, root: str):
@@ -196,7 +197,8 @@ def remove_stale_temporaries(output: str) -> None:
         return
     root = path.rstrip("/")
     images = fs.find(f"{root}/images") if fs.isdir(f"{root}/images") else []
-    stale = [p for p in images if (storage.temporary_of(p) or "").endswith((".png", ".png" + outputs.SIDECAR_SUFFIX))]
-    stale += [f"{root}/{name}" for name in _names(fs, root) if storage.temporary_of(name) in (CONTACT_SHEET, RUN_RECORD)]
+    image_names = (".png", ".png" + outputs.SIDECAR_SUFFIX)
+    stale = [p for p in images if (storage.temporary_of(p) or "").endswith(image_names)]
+    stale += [f"{root}/{n}" for n in _names(fs, root) if storage.temporary_of(n) in (CONTACT_SHEET, RUN_RECORD)]
     for name in stale:
         fs.rm(name)
