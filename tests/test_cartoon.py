@@ -59,6 +59,7 @@ def test_params_for_applies_overrides_and_rejects_unknown_presets():
         params_for("nope")
 
 
+@pytest.mark.slow
 def test_transforms_never_import_beam():
     sources = [p for p in (ROOT / "transforms").rglob("*.py")]
     assert sources

@@ -98,6 +98,7 @@ def run_output(tmp_path_factory):
 # ------------------------------------------------------------------------------------ on a real run
 
 
+@pytest.mark.slow
 def test_grid_has_a_cell_per_unit_and_the_failures_table(run_output):
     rows = read_report(str(run_output)).to_pylist()
     assert len(rows) == 3 + 3 * 2  # classical per content, nst per pair; "broken" fails all three

@@ -18,6 +18,8 @@ from transforms.feedforward.training import as_float01, train
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import style_targets
 
+pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
+
 #: Small and fast: the mechanics, not the quality.
 TINY = FFSettings(image_size=96, train_size=64, train_steps=30, batch_size=2, loss_every=10, width=8,
                   residual_blocks=1, warmup_steps=5, precision="float32")

@@ -20,6 +20,8 @@ from tests.conftest import small_png
 from transforms.cartoon import PRESETS
 from transforms.nst.optimize import NSTSettings
 
+pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
+
 NST = ["--method", "nst", "--weights", "random", "--steps", "2", "--max_dim", "32"]
 
 

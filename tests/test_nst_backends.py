@@ -12,6 +12,8 @@ from tests.conftest import ROOT, SAMPLES, sample_photo
 from tests.test_nst_real import requires_real_weights
 from transforms import images
 
+pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
+
 
 def losses_of_a_short_run() -> tuple[float, float]:
     """(loss at step 0, loss after 5 steps) of chelsea x pop_art at 64 px, float32, real VGG19."""

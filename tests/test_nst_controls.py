@@ -62,6 +62,7 @@ def test_bad_settings_are_refused(bad):
 # --- preserve colours -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_preserve_colors_keeps_the_contents_chroma(vgg, pair):
     content, targets, grams = pair
     plain = stylize(vgg, content, targets, grams, NSTSettings(steps=40)).images[0]
@@ -124,6 +125,7 @@ def _ssim(a, b):
     return metrics.structural_similarity(a, b, channel_axis=-1, data_range=1.0)
 
 
+@pytest.mark.slow
 def test_strength_zero_gives_back_the_content(vgg, pair):
     content, targets, grams = pair
     ssim = {}
@@ -155,6 +157,7 @@ def test_strength_scales_the_style_and_tv_terms_not_the_content(random_vgg):
 # --- high resolution ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_high_res_output_is_the_original_size_and_refined(random_vgg):
     original = _photo("coffee.png", 150)  # 100 x 150, a stand-in for a large photo
     grams = [style_targets(random_vgg, _photo("pop_art.png", 64, "style"))]
@@ -217,6 +220,7 @@ print(" ".join(hashlib.sha256(images.encode_png(images.to_uint8(im))).hexdigest(
 """
 
 
+@pytest.mark.slow
 def test_repeated_runs_are_byte_identical_and_pairs_differ():
     """Same job, same pixels: two fresh processes (so nothing cached is shared) give the same PNG bytes;
     the two pairs of one batch (same style, different ids) start from different noise."""
@@ -227,6 +231,7 @@ def test_repeated_runs_are_byte_identical_and_pairs_differ():
     assert hashes[0] == hashes[1] and len(hashes[0]) == 2 and hashes[0][0] != hashes[0][1]
 
 
+@pytest.mark.slow
 def test_init_modes_differ_and_a_pair_is_the_same_in_any_batch(random_vgg):
     rng = np.random.default_rng(5)
     content, style = rng.random((40, 48, 3), dtype=np.float32), rng.random((40, 40, 3), dtype=np.float32)

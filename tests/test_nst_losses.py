@@ -70,6 +70,7 @@ def test_adam_update_equals_keras_adam(settings):
     np.testing.assert_allclose(x, variable.numpy(), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_nst_code_does_not_import_apache_beam():
     """transforms/ is framework-free: workers and tests use it without Beam."""
     import subprocess

@@ -34,6 +34,7 @@ def test_target_shapes(extractor, targets):
         assert all(g.ndim == 2 and g.shape[0] == g.shape[1] and g.dtype == np.float32 for g in per_style)
 
 
+@pytest.mark.slow
 def test_stylize_shapes_range_and_losses(extractor, targets):
     content, grams = targets
     result = stylize(extractor, CONTENT, content, grams, FEW_STEPS)
@@ -47,6 +48,7 @@ def test_stylize_shapes_range_and_losses(extractor, targets):
         assert losses["total"] == pytest.approx(losses["content"] + losses["style"] + losses["tv"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_batch_equals_each_style_alone(extractor, targets):
     content, grams = targets
     batch = stylize(extractor, CONTENT, content, grams, FEW_STEPS)
@@ -78,6 +80,7 @@ def test_rejects_a_batch_instead_of_one_image(extractor, targets):
         stylize(extractor, CONTENT[None], content, grams, FEW_STEPS)
 
 
+@pytest.mark.slow
 def test_loss_curve_chunks_give_the_pixels_of_an_unbroken_run(extractor):
     content = content_targets(extractor, CONTENT)
     grams = [style_targets(extractor, STYLES[0])]

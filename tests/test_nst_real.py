@@ -13,7 +13,7 @@ from transforms.nst import pyramid
 from transforms.nst.extractors import EXTRACTORS, load_extractor
 from transforms.nst.optimize import NSTSettings, content_targets, evaluate_losses, style_targets, stylize
 
-pytestmark = requires_real_weights
+pytestmark = [requires_real_weights, pytest.mark.slow]
 
 MAX_DIM = 128
 

@@ -65,6 +65,7 @@ def test_unknown_names_are_value_errors():
         load_extractor("vgg19", "weights.pkl")
 
 
+@pytest.mark.slow
 def test_random_weights_are_reproducible():
     images = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
     first, second = (load_extractor("mobilenet_v3_large", "random") for _ in range(2))
@@ -72,6 +73,7 @@ def test_random_weights_are_reproducible():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
+@pytest.mark.slow
 def test_load_weights_through_fsspec_uri(tmp_path):
     """A full-network weights file at an fsspec URI (here memory://) loads into the extractor."""
     import fsspec

@@ -61,6 +61,7 @@ def test_classical_rows_images_and_report(memfs, tmp_path):
     assert "cannot decode" in error["error"] and error["output_uri"] is None
 
 
+@pytest.mark.slow
 def test_nst_fans_out_every_pair_and_loads_the_extractor_once(memfs, tmp_path):
     for i in range(4):
         memfs.pipe(f"/c/c{i}.png", small_png(i))
@@ -89,6 +90,7 @@ def _cli(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_classical_on_a_folder_of_four_photos(tmp_path):
     out = tmp_path / "out"
     proc = _cli("run", "--content", str(SAMPLES / "content"), "--output", str(out), "--method", "classical")
@@ -103,6 +105,7 @@ def test_cli_classical_on_a_folder_of_four_photos(tmp_path):
         assert np.array_equal(written, expected), row["content_id"]
 
 
+@pytest.mark.slow
 def test_classical_run_never_imports_a_deep_learning_framework(tmp_path):
     # The DirectRunner runs the steps in this process, so its modules are the workers' modules too.
     out = tmp_path / "out"
@@ -119,6 +122,7 @@ def test_classical_run_never_imports_a_deep_learning_framework(tmp_path):
     assert pq.read_table(str(out / "report")).num_rows == 4
 
 
+@pytest.mark.slow
 def test_rerun_into_the_same_folder_replaces_the_report(tmp_path):
     for _ in range(2):
         assert _cli("run", "--content", str(SAMPLES / "content" / "coffee.png"), "--output", str(tmp_path)).returncode == 0
@@ -135,6 +139,7 @@ def test_rerun_into_the_same_folder_replaces_the_report(tmp_path):
           "--weights", "foo"], "--weights: weights must be"),
     ],
 )
+@pytest.mark.slow
 def test_cli_usage_errors_are_one_line(args, message):
     proc = _cli("run", *args)
     assert proc.returncode == 2

@@ -20,6 +20,8 @@ from pipeline.methods.nst import NSTJob
 from pipeline.reporting.schema import read_report
 from tests.conftest import ROOT, small_png
 
+pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
+
 #: Columns that say where and how fast a unit ran, not what it produced.
 RUN_SPECIFIC = ("worker", "seconds_total", "seconds_decode", "seconds_compute", "seconds_write", "output_uri")
 LOSSES = ("loss_total", "loss_content", "loss_style", "loss_tv")

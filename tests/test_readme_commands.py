@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
 
 
 def _run(*args):

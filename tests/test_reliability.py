@@ -114,6 +114,7 @@ def _rotated() -> Image.Exif:
     return exif
 
 
+@pytest.mark.slow
 def test_a_catalog_of_bad_inputs_runs_to_the_end_with_one_row_per_unit(tmp_path):
     with serve(small_png(0)) as (base, _):
         manifest, expected = _catalog(tmp_path / "in", base)
@@ -156,6 +157,7 @@ def test_a_catalog_of_bad_inputs_runs_to_the_end_with_one_row_per_unit(tmp_path)
     assert web500["uri"] == f"{base}/error.png" and "after 2 attempts" in web500["error"]
 
 
+@pytest.mark.slow
 def test_nst_pairs_resume_and_fail_one_by_one(memfs, tmp_path):
     memfs.pipe("/c/c0.png", small_png(0))
     memfs.pipe("/c/strip.png", small_png(1, (1, 400)))  # 1 x 32 at --max_dim 32: too small for VGG19
@@ -192,6 +194,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_a_sigkilled_run_resumes_with_skip_existing(tmp_path):
     count = 32
     folder = tmp_path / "in"
@@ -343,6 +346,7 @@ def _one_line(stderr: str) -> str:
     return ours[0]
 
 
+@pytest.mark.slow
 def test_a_fifo_in_a_folder_or_as_a_manifest_is_refused_not_waited_for(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -359,6 +363,7 @@ def test_a_fifo_in_a_folder_or_as_a_manifest_is_refused_not_waited_for(tmp_path)
     assert code == 2 and _one_line(stderr).endswith("list.txt: cannot read: is a FIFO (named pipe), not a regular file")
 
 
+@pytest.mark.slow
 def test_an_http_manifest_is_read_once_under_the_run_policy(tmp_path, capsys):
     with serve(small_png(0)) as (base, hits):
         refused = ["run", "--content", f"{base}/list.txt", "--output", str(tmp_path / "refused")]
@@ -381,6 +386,7 @@ def test_an_http_manifest_is_read_once_under_the_run_policy(tmp_path, capsys):
     assert (rows["ok"]["status"], rows["missing"]["error_type"]) == ("ok", "not_found")
 
 
+@pytest.mark.slow
 def test_an_output_inside_the_content_folder_is_not_read_back_as_input(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -578,6 +584,7 @@ def test_skip_existing_redoes_an_input_changed_in_place_and_reports_only_hashes_
     assert (rows["ok"]["status"], rows["ok"]["content_sha256"]) == ("skipped", None)
 
 
+@pytest.mark.slow
 def test_skip_existing_redoes_the_pairs_of_a_style_changed_in_place(memfs, tmp_path):
     memfs.pipe("/c/c0.png", small_png(0))
     for i in range(2):

@@ -22,6 +22,7 @@ def _cli(*args, env=None):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_dry_run_builds_every_preset_offline(config):
     preset = yaml.safe_load(config.read_text())
     proc = _cli(

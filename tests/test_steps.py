@@ -1,6 +1,7 @@
 """Each method's steps alone, the Beam way: TestPipeline, Create -> one step -> assert_that."""
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
@@ -94,6 +95,7 @@ def test_pair_triage_fails_every_pair_of_a_bad_content_row(tmp_path):
                     label="Rows")
 
 
+@pytest.mark.slow
 def test_stylize_gives_one_row_per_pair_with_losses_and_fails_a_broken_style(tmp_path):
     content, = _entries(tmp_path, "c")
     grams = [np.eye(n, dtype=np.float32) for n in (64, 128, 256, 512, 512)]

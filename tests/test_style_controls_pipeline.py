@@ -4,10 +4,13 @@ import json
 import pathlib
 
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import app
 from tests.conftest import small_png
 from transforms.images import decode_image
+
+pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
 
 NST = ["--method", "nst", "--weights", "random", "--steps", "2", "--max_dim", "32"]
 
