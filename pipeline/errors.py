@@ -30,6 +30,10 @@ ERROR_TYPES: dict[str, str] = {
     "read from a file system or object store within --read-timeout",
     "read_error": "any other failure to read: permission denied, connection refused or reset",
     "non_finite_loss": "NST's loss became NaN or infinite",
+    "no_training_data": "feedforward: no usable training photo for a style, so it has no model (the training row and "
+    "every pair of that style)",
+    "quality_gate": "feedforward: the style's model scored above --ff-max-loss-ratio times NST's loss on held-out "
+    "photos (or could not be scored), so it is not applied",
     "write_error": "the output image or its sidecar could not be written",
     "internal_error": "anything else, which is a bug: the message names the exception",
 }

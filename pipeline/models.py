@@ -11,8 +11,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from pipeline.io.weights import check_weights_flag, ensure_weights_available, local_weights
+from pipeline.options import nst_settings
 from pipeline.units import NAMESPACE
 from transforms.nst.extractors import load_extractor
+from transforms.nst.settings import check_settings
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,13 +40,15 @@ def device_name() -> str:
 
 def check_neural_options(toon, dry_run: bool) -> None:
     """The driver's checks that every neural method needs (ValueError: one line for the user): the
-    backend Keras was imported with, the --weights value and, unless `dry_run`, that the weights are
-    there (WeightsUnavailable otherwise)."""
+    backend Keras was imported with, the NST settings (both methods take their sizes and style controls
+    from them), the --weights value and, unless `dry_run`, that the weights are there
+    (WeightsUnavailable otherwise)."""
     if toon.backend and toon.backend != keras.backend.backend():
         raise ValueError(
             f"--backend {toon.backend}: Keras was already imported with {keras.backend.backend()}; "
             f"set KERAS_BACKEND={toon.backend} before starting Python (the toonbeam command does this)"
         )
+    check_settings(nst_settings(toon))
     try:
         check_weights_flag(toon.weights)
     except ValueError as exc:
@@ -70,21 +74,24 @@ def worker_columns(extractor: str) -> dict:
 
 
 class WithSharedExtractor(beam.DoFn):
-    """A step that needs the feature extractor: loaded once per worker process (all threads and steps
-    share it through `handle`, an `apache_beam.utils.shared.Shared`), counted by `extractor_loads`."""
+    """A step of a neural method: `units` its UnitContext, `job` its settings (with the extractor's name,
+    its weights and `on_worker`, the columns only a worker knows). The extractor is loaded once per worker
+    process (all threads and steps share it through `handle`, an `apache_beam.utils.shared.Shared`),
+    counted by `extractor_loads`."""
 
-    def __init__(self, handle: shared.Shared, extractor: str, weights: str):
+    def __init__(self, units, handle: shared.Shared, job):
+        self._units = units
         self._handle = handle
-        self._extractor_name = extractor
-        self._weights = weights
+        self._job = job
         self._loaded_here = False
 
     def setup(self):
         def load():
             self._loaded_here = True
-            return load_extractor(self._extractor_name, local_weights(self._weights))
+            return load_extractor(self._job.extractor, local_weights(self._job.weights))
 
-        self._extractor = self._handle.acquire(load, tag=(self._extractor_name, self._weights))
+        self._extractor = self._handle.acquire(load, tag=(self._job.extractor, self._job.weights))
+        self._units = self._job.on_worker(self._units)
 
     def start_bundle(self):
         # Metrics only count inside bundles, so the load done in setup() is reported here, once.

@@ -3,13 +3,14 @@ side input, pair triage before any work, and style blends. Keras-free: only the 
 import a framework (see `pipeline.models`)."""
 from __future__ import annotations
 
+import dataclasses
 import typing
 
 import apache_beam as beam
 
 from pipeline.errors import UnitError
 from pipeline.io.manifests import ManifestEntry
-from pipeline.units import ROWS, UnitContext, sha256_hex
+from pipeline.units import ROWS, Source, Stopwatch, UnitContext, sha256_hex
 from transforms.nst import controls
 
 
@@ -39,6 +40,42 @@ def pending_styles(element, styles: list) -> tuple[ManifestEntry, list]:
     else:
         entry = element
     return entry, sorted(styles, key=lambda s: (s.entry.id, s.entry.uri))
+
+
+@dataclasses.dataclass
+class ContentOfPairs:
+    """A content image read once for all its pairs: `bases` (each pair's report columns, by style entry),
+    `pending` (the styles whose pairs still need work) and `settled` (what to emit for the pairs that
+    ended here: error rows and dead letters of an unreadable content, rows reused by --incremental)."""
+
+    source: Source | None
+    bases: dict
+    pending: list
+    settled: list
+
+
+def read_content_of_pairs(units: UnitContext, entry: ManifestEntry, styles: list, previous, watch: Stopwatch,
+                          row_tag: str | None = None) -> ContentOfPairs:
+    """Read and hash a content image once for its pairs with `styles` (anything with `.entry`, `.sha256`
+    and `.error`); `previous` is the --incremental side input. Rows go to the main output, or `row_tag`."""
+    bases = {style.entry: units.base(entry, style.entry, style.sha256) for style in styles}
+    try:
+        with watch.phase("decode"):
+            source = units.read(entry)
+    except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
+        settled = [out for style in styles for out in units.failed(
+            bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry, row_tag=row_tag)]
+        return ContentOfPairs(None, bases, [], settled)
+    for base in bases.values():
+        base.update(content_sha256=source.sha256)
+    pending, settled = [], []
+    for style in styles:
+        reused = None if style.error else units.reused(bases[style.entry], previous)
+        if reused is None:
+            pending.append(style)
+        else:
+            settled.append(reused if row_tag is None else beam.pvalue.TaggedOutput(row_tag, reused))
+    return ContentOfPairs(source, bases, pending, settled)
 
 
 class PairTriageFn(beam.DoFn):

@@ -37,7 +37,7 @@ from pipeline.io.weights import local_weights
 from pipeline.methods import Method
 from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
 from pipeline.options import ff_settings, nst_settings
-from pipeline.pairs import PairTriageFn, pending_styles
+from pipeline.pairs import PairTriageFn, pending_styles, read_content_of_pairs
 from pipeline.units import (
     DEAD_LETTERS,
     NAMESPACE,
@@ -55,7 +55,7 @@ from transforms.feedforward.settings import FFSettings
 from transforms.feedforward.settings import check_settings as check_training
 from transforms.feedforward.training import train
 from transforms.nst import controls
-from transforms.nst.optimize import check_settings, content_targets, evaluate_losses, style_targets
+from transforms.nst.optimize import content_targets, evaluate_losses, style_targets
 from transforms.nst.pyramid import output_shape
 from transforms.nst.settings import NSTSettings
 
@@ -216,15 +216,6 @@ class TrainFn(WithSharedExtractor):
     """One style: its model reused from the model folder or trained, scored and written (main output:
     StyleModel), and the training unit's report row (on ROWS)."""
 
-    def __init__(self, units: UnitContext, handle: shared.Shared, job: FFJob):
-        super().__init__(handle, job.extractor, job.weights)
-        self._units = units
-        self._job = job
-
-    def setup(self):
-        super().setup()
-        self._units = self._job.on_worker(self._units)
-
     def process(self, entry: ManifestEntry, photos: list):
         units, job = self._units, self._job
         base = units.base(None, entry)
@@ -330,27 +321,12 @@ class PrepareFn(beam.DoFn):
     def process(self, element, models: list, previous=None):
         units = self._units
         entry, models = pending_styles(element, models)
-        bases = {m.entry: units.base(entry, m.entry, m.sha256) for m in models}
         watch = Stopwatch()
-        try:
-            with watch.phase("decode"):
-                source = units.read(entry)
-        except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
-            for model in models:
-                seconds = watch.seconds.get("decode")
-                yield from units.failed(bases[model.entry], exc, seconds, entry, model.entry, row_tag=ROWS)
+        pairs = read_content_of_pairs(units, entry, models, previous, watch, row_tag=ROWS)
+        yield from pairs.settled
+        if not pairs.pending:
             return
-        for base in bases.values():
-            base.update(content_sha256=source.sha256)
-        pending = []
-        for model in models:
-            reused = None if model.error else units.reused(bases[model.entry], previous)
-            if reused is None:
-                pending.append(model)
-            else:
-                yield beam.pvalue.TaggedOutput(ROWS, reused)
-        if not pending:
-            return
+        source, bases, pending = pairs.source, pairs.bases, pairs.pending
         try:
             with watch.phase("decode"):
                 image = self._prepare(units.decode(source.data))
@@ -444,15 +420,6 @@ class FinishFn(WithSharedExtractor):
     """A stylised pair: style strength (a blend towards the photo), colours, the seed's loss of the
     result (at --max-dim, against the style's grams at --max-dim, as NST rows), the image, its row."""
 
-    def __init__(self, units: UnitContext, handle: shared.Shared, job: FFJob):
-        super().__init__(handle, job.extractor, job.weights)
-        self._units = units
-        self._job = job
-
-    def setup(self):
-        super().setup()
-        self._units = self._job.on_worker(self._units)
-
     def process(self, keyed, models: list):
         units, settings = self._units, self._job.controls
         _, prediction = keyed
@@ -501,7 +468,6 @@ class FeedForward(Method):
     @classmethod
     def preflight(cls, toon, dry_run: bool) -> None:
         check_neural_options(toon, dry_run)
-        check_settings(nst_settings(toon))
         check_training(ff_settings(toon))
         if toon.ff_max_loss_ratio is not None and not toon.ff_max_loss_ratio > 0:
             raise ValueError(f"--ff-max-loss-ratio must be positive, got {toon.ff_max_loss_ratio}")

@@ -21,7 +21,7 @@ from pipeline.io.sinks import WriteLossCurves
 from pipeline.methods import Method
 from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
 from pipeline.options import nst_settings
-from pipeline.pairs import BlendStyles, PairTriageFn, StyleTargets, pending_styles
+from pipeline.pairs import BlendStyles, PairTriageFn, StyleTargets, pending_styles, read_content_of_pairs
 from pipeline.units import (
     DEAD_LETTERS,
     ROWS,
@@ -35,7 +35,6 @@ from transforms import images
 from transforms.nst import controls
 from transforms.nst.inputs import prepare_content, prepare_style
 from transforms.nst.optimize import (
-    check_settings,
     content_targets_for,
     resolve_jit_compile,
     resolve_precision,
@@ -93,11 +92,6 @@ class NSTJob:
 class StyleTargetsFn(WithSharedExtractor):
     """Gram matrices of each style image, computed once per style (not once per pair)."""
 
-    def __init__(self, units: UnitContext, handle: shared.Shared, job: NSTJob):
-        super().__init__(handle, job.extractor, job.weights)
-        self._units = units
-        self._job = job
-
     def process(self, entry: ManifestEntry):
         source = None
         try:
@@ -117,39 +111,16 @@ class StylizeFn(WithSharedExtractor):
     that the report's seconds add up to the work done.
     """
 
-    def __init__(self, units: UnitContext, handle: shared.Shared, job: NSTJob):
-        super().__init__(handle, job.extractor, job.weights)
-        self._units = units
-        self._job = job
-
-    def setup(self):
-        super().setup()
-        self._units = self._job.on_worker(self._units)
-
     def process(self, element, styles: list, previous=None):
         """`previous`: with --incremental, the earlier rows by content_id (multimap side input)."""
         units = self._units
         entry, styles = pending_styles(element, styles)
-        bases = {style.entry: units.base(entry, style.entry, style.sha256) for style in styles}
         watch = Stopwatch()
-        try:
-            with watch.phase("decode"):
-                source = units.read(entry)
-        except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
-            for style in styles:
-                yield from units.failed(bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry)
+        pairs = read_content_of_pairs(units, entry, styles, previous, watch)
+        yield from pairs.settled
+        if not pairs.pending:
             return
-        for base in bases.values():
-            base.update(content_sha256=source.sha256)
-        pending = []
-        for style in styles:
-            reused = None if style.error else units.reused(bases[style.entry], previous)
-            if reused is None:
-                pending.append(style)
-            else:
-                yield reused
-        if not pending:
-            return
+        source, bases, pending = pairs.source, pairs.bases, pairs.pending
         try:
             with watch.phase("decode"):
                 content = prepare_content(units.decode(source.data), self._job.settings)
@@ -233,7 +204,6 @@ class NST(Method):
     @classmethod
     def preflight(cls, toon, dry_run: bool) -> None:
         check_neural_options(toon, dry_run)
-        check_settings(nst_settings(toon))
         if toon.style_blend:
             controls.parse_style_blend(toon.style_blend)
 
