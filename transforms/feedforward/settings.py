@@ -37,3 +37,29 @@ class FFSettings:
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
     loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
     apply_batch: int = 4  # images per network call in `apply`
+
+
+OUTPUTS = ("residual", "sigmoid")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def check_settings(settings: FFSettings) -> FFSettings:
+    """`settings` unchanged, or a ValueError naming the first bad field (the driver can call it
+    before any work, without Keras; `train` calls it too)."""
+    if settings.train_steps <= 0 or settings.loss_every <= 0 or settings.train_steps % settings.loss_every:
+        raise ValueError(f"train_steps ({settings.train_steps}) must be a positive multiple of loss_every "
+                         f"({settings.loss_every})")
+    if settings.train_size % 4 or settings.train_size < 16 or settings.image_size < settings.train_size:
+        raise ValueError(f"train_size must be a multiple of 4, >= 16 and <= image_size ({settings.image_size}), "
+                         f"got {settings.train_size}")
+    if min(settings.batch_size, settings.width, settings.apply_batch) < 1 or settings.residual_blocks < 0:
+        raise ValueError("batch_size, width and apply_batch must be >= 1 and residual_blocks >= 0")
+    if settings.output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {settings.output!r}")
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
+    if not (settings.learning_rate > 0 and 0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
+        raise ValueError("learning_rate must be > 0, final_lr_fraction in [0, 1] and warmup_steps >= 0")
+    if not settings.content_layer.startswith("block") or "_conv" not in settings.content_layer:
+        raise ValueError(f"content_layer must be a VGG19 conv layer such as block5_conv2, got {settings.content_layer!r}")
+    return settings
