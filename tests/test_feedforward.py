@@ -13,7 +13,7 @@ from tests.conftest import ROOT, SAMPLES, requires_real_weights, sample_photo
 from transforms import images
 from transforms.feedforward import evaluation
 from transforms.feedforward.network import apply, build_network, load_network, save_network
-from transforms.feedforward.settings import FFSettings
+from transforms.feedforward.settings import FFSettings, check_settings
 from transforms.feedforward.training import as_float01, train
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import style_targets
@@ -87,6 +87,14 @@ def test_same_seed_same_weights(random_extractor, photos, style, tiny_run):
     again = train(random_extractor, photos, style, TINY)
     assert _weights_equal(again.network, tiny_run.network)
     assert again.history == tiny_run.history
+
+
+@pytest.mark.parametrize("bad", [dict(train_steps=35), dict(train_size=62), dict(train_size=512),
+                                 dict(output="tanh"), dict(precision="float16"), dict(content_layer="pool5")])
+def test_check_settings_names_the_bad_field(bad):
+    assert check_settings(TINY) is TINY
+    with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+        check_settings(dataclasses.replace(TINY, **bad))
 
 
 def test_gray_ssim_matches_skimage():

@@ -1,2 +1,7 @@
-"""Fast neural style (Johnson et al. 2016): one small network per style, trained on the perceptual
-loss of transforms.nst, then applied to any photo in one forward pass. Never imports apache_beam."""
+"""Fast neural style transfer (Johnson et al. 2016, instance normalisation): one network per
+style, trained on the seed's NST loss, then one forward pass per photo. Keras 3 layers and
+keras.ops (TensorFlow or JAX backend); numpy in, numpy out; never imports apache_beam.
+
+settings: FFSettings (no Keras); network: build_network, apply, save_network, load_network;
+training: train; evaluation: evaluate_heldout, gray_ssim. bench/FF_RESEARCH.md: the measurements.
+"""

@@ -39,24 +39,27 @@ class FFSettings:
     apply_batch: int = 4  # images per network call in `apply`
 
 
-OUTPUTS = ("sigmoid", "residual")
-PRECISIONS = ("float32", "bfloat16", "auto")
+OUTPUTS = ("residual", "sigmoid")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def check_settings(settings: FFSettings) -> FFSettings:
-    """`settings` unchanged, or a ValueError naming the first bad field (the driver calls it before any
-    work, so that a bad value does not fail every style's training)."""
-    if settings.train_size % 4 or settings.train_size < 16:
-        raise ValueError(f"train_size must be a multiple of 4 and at least 16, got {settings.train_size}")
-    if settings.loss_every < 1 or settings.train_steps < 1 or settings.train_steps % settings.loss_every:
+    """`settings` unchanged, or a ValueError naming the first bad field (the driver can call it
+    before any work, without Keras; `train` calls it too)."""
+    if settings.train_steps <= 0 or settings.loss_every <= 0 or settings.train_steps % settings.loss_every:
         raise ValueError(f"train_steps ({settings.train_steps}) must be a positive multiple of loss_every "
                          f"({settings.loss_every})")
+    if settings.train_size % 4 or settings.train_size < 16 or settings.image_size < settings.train_size:
+        raise ValueError(f"train_size must be a multiple of 4, >= 16 and <= image_size ({settings.image_size}), "
+                         f"got {settings.train_size}")
+    if min(settings.batch_size, settings.width, settings.apply_batch) < 1 or settings.residual_blocks < 0:
+        raise ValueError("batch_size, width and apply_batch must be >= 1 and residual_blocks >= 0")
     if settings.output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {settings.output!r}")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
-    if min(settings.batch_size, settings.width, settings.apply_batch) < 1 or settings.residual_blocks < 0:
-        raise ValueError("batch_size, width and apply_batch must be at least 1, residual_blocks at least 0")
-    if not settings.learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {settings.learning_rate}")
+    if not (settings.learning_rate > 0 and 0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
+        raise ValueError("learning_rate must be > 0, final_lr_fraction in [0, 1] and warmup_steps >= 0")
+    if not settings.content_layer.startswith("block") or "_conv" not in settings.content_layer:
+        raise ValueError(f"content_layer must be a VGG19 conv layer such as block5_conv2, got {settings.content_layer!r}")
     return settings
