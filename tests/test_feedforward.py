@@ -89,8 +89,19 @@ def test_same_seed_same_weights(random_extractor, photos, style, tiny_run):
     assert again.history == tiny_run.history
 
 
+def test_an_untrained_residual_network_returns_the_photo_clipped():
+    """The residual output starts from the photo (its last layer is zero), clipped to
+    [residual_clip, 1 - residual_clip] so that saturated pixels keep a gradient."""
+    photo = np.random.default_rng(1).random((40, 48, 3), dtype=np.float32)
+    photo[0, :8] = 0.0
+    photo[1, :8] = 1.0
+    out = apply(build_network(dataclasses.replace(TINY, residual_clip=0.1)), photo)
+    np.testing.assert_allclose(out, np.clip(photo, 0.1, 0.9), atol=1e-5)
+
+
 @pytest.mark.parametrize("bad", [dict(train_steps=35), dict(train_size=62), dict(train_size=512),
-                                 dict(output="tanh"), dict(precision="float16"), dict(content_layer="pool5")])
+                                 dict(output="tanh"), dict(precision="float16"), dict(content_layer="pool5"),
+                                 dict(residual_clip=0.5)])
 def test_check_settings_names_the_bad_field(bad):
     assert check_settings(TINY) is TINY
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):

@@ -77,8 +77,9 @@ def build_network(settings: FFSettings = FFSettings()) -> keras.Model:
     x = make.upsample(x, width)
     residual = settings.output == "residual"
     x = make.conv(x, 3, 9, norm=False, relu=False, zero=residual)
-    if residual:  # a change around the photo's own logits: the identity at initialisation
-        x = x + ops.log(ops.clip(images, 1e-3, 1 - 1e-3) / ops.clip(1 - images, 1e-3, 1 - 1e-3))
+    if residual:  # a change around the photo's own logits: the (clipped) photo at initialisation
+        low, high = settings.residual_clip, 1 - settings.residual_clip
+        x = x + ops.log(ops.clip(images, low, high) / ops.clip(1 - images, low, high))
     return keras.Model(images, ops.sigmoid(x), name="ff_style_network")
 
 
