@@ -22,8 +22,9 @@ from pipeline.io import storage
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
 #: Part of every recipe. Bump it when a change to the image math should make `--skip-existing` redo
-#: the outputs of earlier versions.
-RECIPE_VERSION = 1
+#: the outputs of earlier versions. 2: the image code was reorganised (one resize, one pyramid, the
+#: numeric --scales): earlier outputs are redone rather than trusted.
+RECIPE_VERSION = 2
 
 
 def recipe_digest(**parts) -> str:
