@@ -63,8 +63,7 @@ def read_content_of_pairs(units: UnitContext, entry: ManifestEntry, styles: list
         with watch.phase("decode"):
             source = units.read(entry)
     except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
-        settled = [out for style in styles for out in units.failed(
-            bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry, row_tag=row_tag)]
+        settled = list(fail_pairs(units, entry, styles, bases, exc, watch.seconds.get("decode"), row_tag))
         return ContentOfPairs(None, bases, [], settled)
     for base in bases.values():
         base.update(content_sha256=source.sha256)
@@ -76,6 +75,14 @@ def read_content_of_pairs(units: UnitContext, entry: ManifestEntry, styles: list
         else:
             settled.append(reused if row_tag is None else beam.pvalue.TaggedOutput(row_tag, reused))
     return ContentOfPairs(source, bases, pending, settled)
+
+
+def fail_pairs(units: UnitContext, entry: ManifestEntry, styles: list, bases: dict, exc: Exception,
+               seconds: float | None, row_tag: str | None = None):
+    """The error rows and dead letters of every pair of `entry` with `styles`, failed by one error of the
+    content image (unreadable, undecodable, or its preparation failed): the pairs fail, not the run."""
+    for style in styles:
+        yield from units.failed(bases[style.entry], exc, seconds, entry, style.entry, row_tag=row_tag)
 
 
 class PairTriageFn(beam.DoFn):

@@ -37,7 +37,7 @@ from pipeline.io.weights import local_weights
 from pipeline.methods import Method
 from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
 from pipeline.options import ff_settings, nst_settings
-from pipeline.pairs import PairTriageFn, pending_styles, read_content_of_pairs
+from pipeline.pairs import PairTriageFn, fail_pairs, pending_styles, read_content_of_pairs
 from pipeline.units import (
     DEAD_LETTERS,
     NAMESPACE,
@@ -331,9 +331,7 @@ class PrepareFn(beam.DoFn):
             with watch.phase("decode"):
                 image = self._prepare(units.decode(source.data))
         except Exception as exc:  # noqa: BLE001
-            for model in pending:
-                seconds = watch.seconds.get("decode")
-                yield from units.failed(bases[model.entry], exc, seconds, entry, model.entry, row_tag=ROWS)
+            yield from fail_pairs(units, entry, pending, bases, exc, watch.seconds.get("decode"), row_tag=ROWS)
             return
         share = watch.seconds["decode"] / len(pending)
         for model in pending:

@@ -21,7 +21,7 @@ from pipeline.io.sinks import WriteLossCurves
 from pipeline.methods import Method
 from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
 from pipeline.options import nst_settings
-from pipeline.pairs import BlendStyles, PairTriageFn, StyleTargets, pending_styles, read_content_of_pairs
+from pipeline.pairs import BlendStyles, PairTriageFn, StyleTargets, fail_pairs, pending_styles, read_content_of_pairs
 from pipeline.units import (
     DEAD_LETTERS,
     ROWS,
@@ -127,8 +127,7 @@ class StylizeFn(WithSharedExtractor):
             with watch.phase("targets"):
                 targets = content_targets_for(self._extractor, content, self._job.settings)
         except Exception as exc:  # noqa: BLE001 - a bad content image fails its pairs, not the run
-            for style in pending:
-                yield from units.failed(bases[style.entry], exc, watch.seconds.get("decode"), entry, style.entry)
+            yield from fail_pairs(units, entry, pending, bases, exc, watch.seconds.get("decode"))
             return
         ready = []
         for style in pending:
