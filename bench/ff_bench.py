@@ -151,10 +151,18 @@ def section_train(args, extractor, settings, out):
 
 
 def _networks_from_disk(args, settings):
-    from transforms.feedforward.network import load_network
+    """The networks that a run with this --tag trained. Without them, `speed` alone times untrained
+    networks (the cost does not depend on the weights); `quality` needs them and stops with one line."""
+    from transforms.feedforward.network import build_network, load_network
 
-    return {s: load_network(os.path.join(RESULTS, "ff_weights", f"{args.tag}-{s}.weights.h5"), settings)
-            for s in args.styles}
+    paths = {s: os.path.join(RESULTS, "ff_weights", f"{args.tag}-{s}.weights.h5") for s in args.styles}
+    missing = [path for path in paths.values() if not os.path.exists(path)]
+    if not missing:
+        return {s: load_network(path, settings) for s, path in paths.items()}
+    if "quality" in args.sections:
+        raise SystemExit(f"ff_bench: no trained network {missing[0]}: add the train section or pass the --tag "
+                         "of a run that trained")
+    return {s: build_network(settings) for s in args.styles}
 
 
 def nst_cached(extractor, photo_name, photo, style_name, grams, size, steps):
