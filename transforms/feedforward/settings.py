@@ -36,11 +36,19 @@ class FFSettings:
     content_weight: float = 1e3
     style_weight: float = 1e-3
     tv_weight: float = 30.0
+    # Structure term (Li et al. 2017): the Laplacian of the output and of the photo, average-pooled
+    # `laplacian_pool` x `laplacian_pool`, compared pixel by pixel (transforms.nst.losses.laplacian_loss).
+    laplacian_weight: float = 0.0
+    laplacian_pool: int = 8
     seed: int = 0
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
     loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
     apply_batch: int = 4  # images per network call in `apply`
 
+
+#: The quality gate's default floor on photo dependence (transforms.quality.photo_dependence of the
+#: held-out outputs): texture generators measured below it, stylised photos above (bench/FF_RESEARCH.md).
+MIN_DEPENDENCE = 0.3
 
 OUTPUTS = ("residual", "sigmoid")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -61,6 +69,9 @@ def check_settings(settings: FFSettings) -> FFSettings:
         raise ValueError(f"output must be one of {OUTPUTS}, got {settings.output!r}")
     if not 0 < settings.residual_clip < 0.5:
         raise ValueError(f"residual_clip must be in (0, 0.5), got {settings.residual_clip!r}")
+    if not (settings.laplacian_weight >= 0 and 1 <= settings.laplacian_pool <= settings.train_size // 4):
+        raise ValueError(f"laplacian_weight must be >= 0 and laplacian_pool in [1, train_size / 4], got "
+                         f"{settings.laplacian_weight!r} and {settings.laplacian_pool!r}")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
     if not (settings.learning_rate > 0 and 0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
