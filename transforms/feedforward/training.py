@@ -21,6 +21,7 @@ from transforms.feedforward.network import build_network
 from transforms.feedforward.settings import FFSettings, check_settings
 from transforms.images import resize_to_max_dim
 from transforms.nst.extractors import FeatureExtractor
+from transforms.nst.losses import laplacian_loss
 from transforms.nst.optimize import loss_terms, resolve_jit_compile, resolve_precision, style_targets
 from transforms.nst.settings import NSTSettings
 
@@ -76,9 +77,10 @@ class _Crops(keras.utils.PyDataset):
 class _PerceptualTrainer(keras.Model):
     """The network, trained by `fit` on loss_terms(network(crops)) with the crops' own content."""
 
-    def __init__(self, network, extractor: FeatureExtractor, grams, settings: NSTSettings):
+    def __init__(self, network, extractor: FeatureExtractor, grams, settings: NSTSettings, structure: FFSettings):
         super().__init__(name="perceptual_trainer")
         self.network, self.extractor, self.nst_settings = network, extractor, settings
+        self.structure = structure
         self.features = extractor.model_for(resolve_precision(settings))
         self.grams = grams
 
@@ -91,7 +93,10 @@ class _PerceptualTrainer(keras.Model):
         grams = [ops.convert_to_tensor(g) for g in self.grams]
         terms = loss_terms(self.extractor.split, self.nst_settings, lambda images: self.features(images, training=False),
                            y_pred, targets, grams)
-        return ops.mean(terms["total"])
+        total = terms["total"]
+        if self.structure.laplacian_weight:
+            total = total + laplacian_loss(y_pred, x, self.structure.laplacian_pool, self.structure.laplacian_weight)
+        return ops.mean(total)
 
 
 class _History(keras.callbacks.Callback):
@@ -141,7 +146,7 @@ def train(extractor: FeatureExtractor, photos, style_image: np.ndarray, settings
     extractor = with_content_layer(extractor, settings.content_layer)
     grams = style_targets(extractor, as_float01(style_image, settings.image_size))
     network = build_network(settings)
-    trainer = _PerceptualTrainer(network, extractor, grams, nst_settings)
+    trainer = _PerceptualTrainer(network, extractor, grams, nst_settings, settings)
     # JAX only compiles with jit; TensorFlow's XLA measured slower than its oneDNN kernels on CPU.
     jit = True if keras.backend.backend() == "jax" else resolve_jit_compile(NSTSettings())
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(settings)), jit_compile=jit)

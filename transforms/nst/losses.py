@@ -59,6 +59,35 @@ def total_variation(images):
     return vertical + horizontal
 
 
+def laplacian(images, pool):
+    """The 3x3 Laplacian of `images` average-pooled `pool` x `pool`: [B,H,W,C] -> [B,H/pool,W/pool,C].
+    The photo's structure at the scale of a face's features, blind to texture finer than `pool`.
+
+    >>> import numpy as np
+    >>> x = np.zeros((1, 6, 6, 1), "float32"); x[0, 2:4, 2:4] = 1.0   # one bright 2x2 square
+    >>> np.asarray(laplacian(x, 2))[0, :, :, 0].tolist()  # the bright cell, its neighbours (mirrored at the border)
+    [[0.0, -2.0, 0.0], [-2.0, 4.0, -2.0], [0.0, -2.0, 0.0]]
+    """
+    pooled = ops.average_pool(images, pool, strides=pool, padding="valid")
+    padded = ops.pad(pooled, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+    centre = padded[:, 1:-1, 1:-1, :]
+    neighbours = padded[:, :-2, 1:-1, :] + padded[:, 2:, 1:-1, :] + padded[:, 1:-1, :-2, :] + padded[:, 1:-1, 2:, :]
+    return 4.0 * centre - neighbours
+
+
+def laplacian_loss(images, photos, pool, weight=1.0):
+    """weight x mean((laplacian(images) - laplacian(photos))^2) per image: [B] (Li et al. 2017,
+    "Laplacian-Steered Neural Style Transfer"): keeps the photo's edges and shading at the pooled
+    scale, which the deep content layer does not see (bench/FF_RESEARCH.md).
+
+    >>> import numpy as np
+    >>> x = np.zeros((1, 6, 6, 1), "float32"); x[0, 2:4, 2:4] = 1.0
+    >>> np.asarray(laplacian_loss(x, x, 2)).tolist(), np.asarray(laplacian_loss(x, 0 * x, 2, weight=9.0)).tolist()
+    ([0.0], [32.0])
+    """
+    return weight * ops.mean(ops.square(laplacian(images, pool) - laplacian(photos, pool)), axis=(1, 2, 3))
+
+
 def loss_terms(split, settings, features, images, content_targets, target_grams):
     """Weighted per-image loss terms of `settings`, each [B]. `features(images)` runs the extractor
     model, `split` separates its outputs into (style, content) features (cast to float32, so a
