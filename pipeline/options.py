@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.io import storage
 from transforms.cartoon import PRESETS, CartoonParams
-from transforms.feedforward.settings import FFSettings
+from transforms.feedforward.settings import MIN_DEPENDENCE, FFSettings
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
 
 CARTOON_HELP = {
@@ -75,6 +75,8 @@ FF_HELP = {
     "content_weight": "weight of the training's content loss",
     "style_weight": "weight of the training's style loss",
     "tv_weight": "weight of the training's total variation loss",
+    "laplacian_weight": "weight of the training's structure term: the photo's Laplacian, pooled (Li et al. 2017)",
+    "laplacian_pool": "pixels pooled per cell before the structure term's Laplacian (the scale it keeps)",
     "seed": "seeds the network's initial weights and the training crops",
     "precision": "the loss network's precision while training: float32 | bfloat16 | auto",
     "loss_every": "record the training loss every this many steps (the model card's history)",
@@ -269,6 +271,18 @@ class ToonbeamOptions(PipelineOptions):
             *_spellings("ff_max_loss_ratio"), dest="ff_max_loss_ratio", type=float, default=None,
             help="refuse to apply a model whose held-out loss is above this many times NST's: its pairs become "
             "quality_gate error rows (default: no gate)",
+        )
+        ff.add_argument(
+            *_spellings("ff_min_dependence"), dest="ff_min_dependence", type=float, default=MIN_DEPENDENCE,
+            help="refuse a model whose held-out outputs hardly depend on their photos (a texture generator: the "
+            "correlation of where outputs and photos differ, transforms.quality.photo_dependence), and one that "
+            f"keeps fewer faces than NST at --ff-gate-steps; 0 turns the dependence check off (default: {MIN_DEPENDENCE})",
+        )
+        ff.add_argument(
+            *_spellings("ff_score_fraction"), dest="ff_score_fraction", type=float, default=0.0,
+            help="share of the pairs whose written image is scored (the seed's loss columns, a seeded sample: "
+            "1 scores every pair, at about the cost of one VGG19 pass each; default: 0, the model's held-out "
+            "scores are in its training row)",
         )
         ff.add_argument(
             *_spellings("ff_model_dir"), dest="ff_model_dir",

@@ -16,11 +16,27 @@ from tqdm import tqdm
 
 _LOCK = threading.Lock()
 _COUNTS: collections.Counter = collections.Counter()
+_TASKS: dict[str, tuple[int, int]] = {}  # long units under way: name -> (steps done, steps in all)
 
 
 def record(status: str) -> None:
     with _LOCK:
         _COUNTS[status] += 1
+
+
+def record_steps(task: str, done: int, total: int) -> None:
+    """A long unit's progress inside it (a feed-forward training's steps); gone once done == total."""
+    with _LOCK:
+        if done >= total:
+            _TASKS.pop(task, None)
+        else:
+            _TASKS[task] = (done, total)
+
+
+def tasks() -> str:
+    """The long units under way, e.g. "training pop_art 150/600 steps" ("" when none)."""
+    with _LOCK:
+        return ", ".join(f"{task} {done}/{total} steps" for task, (done, total) in sorted(_TASKS.items()))
 
 
 def snapshot() -> collections.Counter:
@@ -67,7 +83,9 @@ class ProgressReporter(threading.Thread):
 
     def _print_line(self, start: float) -> None:
         done, errors = self._progress()
-        print(f"progress: {describe(done, self._total, errors, time.monotonic() - start)}", file=self._stream, flush=True)
+        under_way = tasks()
+        line = describe(done, self._total, errors, time.monotonic() - start) + (f"; {under_way}" if under_way else "")
+        print(f"progress: {line}", file=self._stream, flush=True)
 
     def _run_bar(self) -> None:
         with tqdm(total=self._total, unit="unit", file=self._stream, dynamic_ncols=True) as bar:
@@ -75,7 +93,7 @@ class ProgressReporter(threading.Thread):
                 stopping = self._stopped.wait(self._poll)
                 done, errors = self._progress()
                 bar.update(done - bar.n)
-                bar.set_postfix(errors=errors, refresh=False)
+                bar.set_postfix(errors=errors, refresh=False, **({"now": tasks()} if tasks() else {}))
                 if stopping:
                     return
 

@@ -27,3 +27,14 @@ def test_multi_process_runs_are_not_counted_in_the_driver(tmp_path):
         ["--content", str(SAMPLES / "content"), "--output", str(tmp_path), "--direct_running_mode", "multi_processing"]
     )
     assert not app.runs_in_process(plan)
+
+
+def test_a_long_unit_shows_its_steps_in_the_progress_line():
+    stream = io.StringIO()
+    reporter = progress.ProgressReporter(3, stream=stream, every=0.0, poll=0.01)
+    progress.record_steps("training pop_art", 150, 600)
+    reporter.start()
+    reporter.stop()
+    assert stream.getvalue().splitlines()[-1].endswith("; training pop_art 150/600 steps")
+    progress.record_steps("training pop_art", 600, 600)  # done: off the line
+    assert progress.tasks() == ""

@@ -50,8 +50,10 @@ from pipeline.units import (
 )
 from transforms import images
 from transforms.feedforward import network as ff_network
-from transforms.feedforward.evaluation import evaluate_heldout
-from transforms.feedforward.settings import FFSettings
+from pipeline import progress
+from transforms import quality
+from transforms.feedforward.evaluation import evaluate_heldout, gate_failures
+from transforms.feedforward.settings import MIN_DEPENDENCE, FFSettings
 from transforms.feedforward.settings import check_settings as check_training
 from transforms.feedforward.training import train
 from transforms.nst import controls
@@ -61,7 +63,7 @@ from transforms.nst.settings import NSTSettings
 
 #: The report's method of a training unit (one per style); pairs are "feedforward".
 TRAIN_METHOD = "feedforward_train"
-CARD_FORMAT = 1
+CARD_FORMAT = 2  # 2: held-out scores include the quality panel (structure, faces, photo dependence)
 #: Settings that never change a network's weights, left out of the model hash.
 _NOT_TRAINING = dict(loss_every=0, apply_batch=0)
 
@@ -80,6 +82,8 @@ class FFJob:
     heldout_images: int = 2
     gate_steps: int = 100
     max_loss_ratio: float | None = None
+    min_dependence: float = MIN_DEPENDENCE
+    score_fraction: float = 0.0
     backend: str | None = None  # what --backend asked for (None: the workers' own)
 
     @property
@@ -118,6 +122,11 @@ class FFJob:
             method="feedforward", params=self.params_hash(), content_uri=content.uri, style_uri=style.uri
         )
 
+    def scores(self, content: ManifestEntry, style: ManifestEntry) -> bool:
+        """Whether this pair's written image is scored with the seed's loss: a seeded sample of
+        `score_fraction` of the pairs, the same in every run."""
+        return controls.pair_seed(self.settings.seed, "ff-score", content.id, style.id) < self.score_fraction * 2**63
+
     def on_worker(self, units: UnitContext) -> UnitContext:
         """`units` with what only a worker knows (backend, device), on the backend --backend asked for."""
         check_worker_backend(self.backend)
@@ -149,9 +158,6 @@ class StyleModel(typing.NamedTuple):
     grams: list | None
     error: tuple[str, str] | None = None
     fingerprint: dict | None = None  # of the style image as read (its outputs' sidecars record it)
-
-    def gate_ratio(self) -> float | None:
-        return ((self.card or {}).get("heldout") or {}).get("ratio_total")
 
 
 class StyleExample(typing.NamedTuple):
@@ -212,6 +218,20 @@ class TrainingPhotos(beam.PTransform):
         )
 
 
+class TrainingProgress(keras.callbacks.Callback):
+    """A training unit's steps as they go: the local progress line ("training <style> 150/600 steps")
+    and the Beam counter `ff_training_steps`, every `loss_every` steps."""
+
+    def __init__(self, style_id: str, settings: FFSettings):
+        super().__init__()
+        self._style_id, self._settings = style_id, settings
+
+    def on_epoch_end(self, epoch, logs=None):
+        every = self._settings.loss_every
+        Metrics.counter(NAMESPACE, "ff_training_steps").inc(every)
+        progress.record_steps(f"training {self._style_id}", (epoch + 1) * every, self._settings.train_steps)
+
+
 class TrainFn(WithSharedExtractor):
     """One style: its model reused from the model folder or trained, scored and written (main output:
     StyleModel), and the training unit's report row (on ROWS)."""
@@ -245,7 +265,10 @@ class TrainFn(WithSharedExtractor):
         row = dict(
             base, output_uri=model_uri, model_uri=model_uri, steps=card["settings"]["train_steps"],
             loss_total=heldout.get("ff_total"), loss_content=heldout.get("ff_content"),
-            loss_style=heldout.get("ff_style"), loss_tv=heldout.get("ff_tv"), seconds_total=watch.seconds["total"],
+            loss_style=heldout.get("ff_style"), loss_tv=heldout.get("ff_tv"), ssim=heldout.get("ff_ssim"),
+            edge_correlation=heldout.get("ff_edges"), faces_photo=heldout.get("faces_photo"),
+            faces_kept=heldout.get("ff_faces_kept"), photo_dependence=heldout.get("ff_dependence"),
+            seconds_total=watch.seconds["total"],
             seconds_decode=watch.seconds["decode"], seconds_compute=watch.seconds.get("compute"),
         )
         yield beam.pvalue.TaggedOutput(ROWS, units.skipped(row) if reused else units.ok(row))
@@ -263,12 +286,14 @@ class TrainFn(WithSharedExtractor):
             )
         heldout = usable[-job.heldout_images :] if len(usable) > job.heldout_images else []
         trained_on = usable[: len(usable) - len(heldout)]
-        result = train(self._extractor, [p.image for p in trained_on], style, job.training)
+        result = train(self._extractor, [p.image for p in trained_on], style, job.training,
+                       callbacks=[TrainingProgress(entry.id, job.training)])
         gate_start = time.perf_counter()
         scores = None
         if heldout:
             scores = evaluate_heldout(result.network, self._extractor, [p.image for p in heldout], style,
-                                      max_dim=job.controls.max_dim, nst_steps=job.gate_steps).summary
+                                      max_dim=job.controls.max_dim, nst_steps=job.gate_steps,
+                                      detector=quality.FaceDetector()).summary
         card = dict(
             format=CARD_FORMAT, style_id=entry.id, style_uri=entry.uri, style_sha256=sha256,
             model_hash=job.model_hash(sha256), model_uri=model_uri, settings=dataclasses.asdict(job.training),
@@ -356,16 +381,19 @@ class PrepareFn(beam.DoFn):
     def _refusal(self, model: StyleModel) -> UnitError | None:
         if model.error:
             return UnitError(*model.error)
-        limit = self._job.max_loss_ratio
-        ratio = model.gate_ratio()
-        if limit is None:
-            return None
-        if ratio is None:
+        job = self._job
+        heldout = (model.card or {}).get("heldout")
+        if heldout is None:
+            if job.max_loss_ratio is None:
+                return None
             return UnitError("quality_gate", f"model {model.model_uri} has no held-out score (too few training "
-                                             f"photos to hold any out), --ff-max-loss-ratio {limit:g} refuses it")
-        if ratio > limit:
-            return UnitError("quality_gate", f"model {model.model_uri}: held-out loss {ratio:.2f}x that of "
-                                             f"{self._job.gate_steps} NST steps, above --ff-max-loss-ratio {limit:g}")
+                                             f"photos to hold any out), --ff-max-loss-ratio {job.max_loss_ratio:g} "
+                                             "refuses it")
+        reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None,
+                                reference=f"{job.gate_steps} NST steps")
+        if reasons:
+            return UnitError("quality_gate", f"model {model.model_uri} is refused: {'; '.join(reasons)} "
+                                             "(--ff-min-dependence, --ff-max-loss-ratio)")
         return None
 
 
@@ -415,8 +443,13 @@ class StyleNetworkHandler(ModelHandler):
 
 
 class FinishFn(WithSharedExtractor):
-    """A stylised pair: style strength (a blend towards the photo), colours, the seed's loss of the
-    result (at --max-dim, against the style's grams at --max-dim, as NST rows), the image, its row."""
+    """A stylised pair: style strength (a blend towards the photo), colours, the image and its row; for
+    the sampled pairs (--ff-score-fraction) the seed's loss of the result (at --max-dim, against the
+    style's grams at --max-dim, as NST rows) and the quality panel (structure, faces kept)."""
+
+    def setup(self):
+        super().setup()
+        self._detector = quality.FaceDetector()  # its model loads on the first scored pair only
 
     def process(self, keyed, models: list):
         units, settings = self._units, self._job.controls
@@ -432,10 +465,14 @@ class FinishFn(WithSharedExtractor):
                 if settings.preserve_colors:
                     result = controls.preserve_colors(result, example.image)
                 written = images.to_uint8(result)  # the losses are those of the image as written
-                losses = self._losses(images.to_float01(written), example.image, grams)
+                scores = {}
+                if self._job.scores(example.content, example.style):
+                    scores = self._scores(images.to_float01(written), example.image, grams)
             row = dict(
-                example.base, height=written.shape[0], width=written.shape[1], loss_total=losses["total"],
-                loss_content=losses["content"], loss_style=losses["style"], loss_tv=losses["tv"],
+                example.base, height=written.shape[0], width=written.shape[1], loss_total=scores.get("total"),
+                loss_content=scores.get("content"), loss_style=scores.get("style"), loss_tv=scores.get("tv"),
+                ssim=scores.get("ssim"), edge_correlation=scores.get("edges"), faces_photo=scores.get("faces_photo"),
+                faces_kept=scores.get("faces_kept"),
                 seconds_decode=example.seconds_decode, seconds_compute=seconds_apply + watch.seconds["compute"],
             )
             output_uri = units.output_uri(example.content.id, example.style.id)
@@ -450,10 +487,12 @@ class FinishFn(WithSharedExtractor):
             seconds_total=row["seconds_decode"] + row["seconds_compute"] + watch.seconds["write"],
         )
 
-    def _losses(self, result: np.ndarray, photo: np.ndarray, grams) -> dict:
+    def _scores(self, result: np.ndarray, photo: np.ndarray, grams) -> dict:
+        """The seed's loss terms and the quality panel of the written image, at --max-dim."""
         size = images.scaled_shape(*photo.shape[:2], self._job.controls.max_dim)
         result, photo = images.resize(result, size), images.resize(photo, size)
-        return evaluate_losses(self._extractor, result[None], content_targets(self._extractor, photo), [grams])[0]
+        losses = evaluate_losses(self._extractor, result[None], content_targets(self._extractor, photo), [grams])[0]
+        return {**losses, **quality.structure(result, photo, self._detector)}
 
 
 class FeedForward(Method):
@@ -469,6 +508,9 @@ class FeedForward(Method):
         check_training(ff_settings(toon))
         if toon.ff_max_loss_ratio is not None and not toon.ff_max_loss_ratio > 0:
             raise ValueError(f"--ff-max-loss-ratio must be positive, got {toon.ff_max_loss_ratio}")
+        if not 0 <= toon.ff_min_dependence <= 1 or not 0 <= toon.ff_score_fraction <= 1:
+            raise ValueError(f"--ff-min-dependence and --ff-score-fraction must be in [0, 1], got "
+                             f"{toon.ff_min_dependence} and {toon.ff_score_fraction}")
         if toon.ff_train_images < 1 or toon.ff_heldout_images < 0 or toon.ff_gate_steps < 1:
             raise ValueError("--ff-train-images and --ff-gate-steps must be at least 1, --ff-heldout-images at least 0")
         if toon.style_blend:
@@ -482,7 +524,8 @@ class FeedForward(Method):
             model_dir=toon.ff_model_dir or storage.join_uri(run.output, "models"),
             train_content=toon.ff_train_content or toon.content, train_images=toon.ff_train_images,
             heldout_images=toon.ff_heldout_images, gate_steps=toon.ff_gate_steps,
-            max_loss_ratio=toon.ff_max_loss_ratio, backend=toon.backend,
+            max_loss_ratio=toon.ff_max_loss_ratio, min_dependence=toon.ff_min_dependence,
+            score_fraction=toon.ff_score_fraction, backend=toon.backend,
         )
         columns = dict(
             extractor=toon.extractor, style_strength=controls_.style_strength,

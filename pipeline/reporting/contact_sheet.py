@@ -212,11 +212,17 @@ def sheet_model(
     )
 
 
+def _format_panel(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
 def _model(output: str, r: dict) -> dict:
     """A row of the models table: a style's feed-forward training unit."""
     return dict(
         style_id=r["style_id"], status=r["status"] or "unknown", seconds=summary.format_seconds(r["seconds_total"]),
         loss=_format_number(r["loss_total"]) if isinstance(r["loss_total"], (int, float)) else "-",
+        ssim=_format_panel(r["ssim"]), dependence=_format_panel(r["photo_dependence"]),
+        faces="-" if r["faces_photo"] is None else f"{r['faces_kept']}/{r['faces_photo']}",
         name=(r["model_uri"] or "").rsplit("/", 1)[-1], href=_source_href(output, r["model_uri"]),
         error=r["error"] or "",
     )

@@ -47,6 +47,13 @@ REPORT_SCHEMA = pa.schema(
         ("output_size", pa.string()),
         ("style_blend", pa.string()),  # "a:0.7,b:0.3" when the style is a blend (--style-blend)
         ("model_uri", pa.string()),  # feedforward: the style's network (its card is beside it, .json)
+        # The quality panel (transforms.quality) of a scored feedforward pair's image against its photo, and of
+        # a feedforward_train row's held-out outputs (means; faces summed over the held-out photos):
+        ("ssim", pa.float64()),  # gray SSIM to the photo
+        ("edge_correlation", pa.float64()),  # correlation of the edge maps
+        ("faces_photo", pa.int32()),  # faces the detector finds in the photo(s)
+        ("faces_kept", pa.int32()),  # of those, found again in the output
+        ("photo_dependence", pa.float64()),  # feedforward_train: do the held-out outputs differ where their photos do
     ]
 )
 
