@@ -1,0 +1,86 @@
+"""Fast unit tests of the feed-forward layer (tiny networks, random weights, no training): the padding
+of the network, the seeding of the training crops, what the model hash covers and the quality gate.
+tests/test_feedforward*.py train and run whole pipelines; those are in the slow tier."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.errors import UnitError
+from pipeline.io.manifests import ManifestEntry
+from pipeline.methods.feedforward import FFJob, PrepareFn, StyleModel
+from pipeline.units import RunContext, UnitContext
+from transforms.feedforward.network import ReflectPad, apply, build_network
+from transforms.feedforward.settings import FFSettings
+from transforms.feedforward.training import _Crops
+
+TINY = FFSettings(width=4, residual_blocks=0, output="sigmoid")
+STYLE_SHA256 = "ab" * 32
+
+
+def test_reflect_pad_mirrors_the_border():
+    x = np.arange(2 * 5 * 6 * 3, dtype=np.float32).reshape(2, 5, 6, 3)
+    expected = np.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(np.asarray(ReflectPad(2)(x)), expected)
+
+
+def test_an_untrained_network_keeps_a_uniform_image_uniform_to_its_borders():
+    """Every conv is reflect-padded, so no pixel near a border sees anything but the image; zero
+    padding would make the borders of every output darker or lighter than its middle."""
+    out = apply(build_network(TINY), np.full((16, 20, 3), 0.3, np.float32))
+    assert np.ptp(out) < 1e-4, f"border pixels differ from the middle by up to {np.ptp(out):.3f}"
+
+
+def _crop_batches(seed: int = 0) -> _Crops:
+    rng = np.random.default_rng(1)
+    photos = [rng.random((40, 48, 3), dtype=np.float32) for _ in range(3)]
+    return _Crops(photos, dataclasses.replace(TINY, train_size=16, batch_size=4, train_steps=10, seed=seed))
+
+
+def test_training_crops_differ_by_step_and_seed_and_repeat_across_runs():
+    """A generator seeded without the step would train every step on the same few crops."""
+    crops = _crop_batches()
+    assert crops[3].shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(crops[3], _crop_batches()[3])  # the same step in another run
+    assert not np.array_equal(crops[3], crops[4])
+    assert not np.array_equal(crops[3], _crop_batches(seed=1)[3])
+
+
+@pytest.mark.parametrize("change", [
+    dict(weights="random"), dict(extractor="mobilenet_v3_large"), dict(train_images=8), dict(heldout_images=1),
+    dict(settings=dataclasses.replace(FFSettings(), train_steps=300)),
+    dict(settings=dataclasses.replace(FFSettings(), residual_clip=0.1)),
+])
+def test_the_model_hash_covers_every_training_input(change):
+    """A model trained with `--weights random` (or any other training setting) must never be reused
+    by a run that asks for another."""
+    assert FFJob(**change).model_hash(STYLE_SHA256) != FFJob().model_hash(STYLE_SHA256)
+
+
+def test_the_model_hash_ignores_what_never_changes_the_weights():
+    apply_only = FFJob(settings=dataclasses.replace(FFSettings(), apply_batch=1, loss_every=50), model_dir="elsewhere")
+    assert apply_only.model_hash(STYLE_SHA256) == FFJob().model_hash(STYLE_SHA256)
+    assert FFJob().model_hash("cd" * 32) != FFJob().model_hash(STYLE_SHA256)
+
+
+def _model(heldout: dict | None) -> StyleModel:
+    card = {"heldout": heldout}
+    return StyleModel(ManifestEntry("s", "s.png"), STYLE_SHA256, "models/s.weights.h5", card, grams=None)
+
+
+def _refusal(max_loss_ratio: float | None, heldout: dict | None) -> UnitError | None:
+    prepare = PrepareFn(UnitContext(RunContext("run", "out"), "feedforward"), FFJob(max_loss_ratio=max_loss_ratio))
+    return prepare._refusal(_model(heldout))
+
+
+@pytest.mark.parametrize("max_loss_ratio, heldout, refused", [
+    (2.0, None, True),  # no held-out photos: no score to trust
+    (2.0, {"ratio_total": 3.0}, True),
+    (2.0, {"ratio_total": 1.5}, False),
+    (None, None, False),  # no gate asked for
+])
+def test_the_quality_gate_refuses_unscored_and_worse_models(max_loss_ratio, heldout, refused):
+    refusal = _refusal(max_loss_ratio, heldout)
+    assert (refusal is not None) == refused
+    if refused:
+        assert refusal.error_type == "quality_gate" and "--ff-max-loss-ratio" in str(refusal)
