@@ -106,6 +106,9 @@ MUTATIONS = (
     Mutation("safe names may start with a dot", "pipeline/io/storage.py",
              '_UNSAFE.sub("_", identifier).strip("._")', '_UNSAFE.sub("_", identifier).strip("_")',
              ("tests/test_storage.py",)),
+    Mutation("--ff-heldout-images 0 holds out every photo", "pipeline/methods/feedforward.py",
+             "heldout = usable[len(usable) - job.heldout_images :]", "heldout = usable[-job.heldout_images :]",
+             (FF_UNITS,)),
     Mutation("the quality gate refuses a model at its limit", "pipeline/methods/feedforward.py",
              "        if ratio > limit:", "        if ratio >= limit:", (FF_UNITS,)),
 )

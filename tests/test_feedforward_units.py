@@ -2,17 +2,20 @@
 of the network, the seeding of the training crops, what the model hash covers and the quality gate.
 tests/test_feedforward*.py train and run whole pipelines; those are in the slow tier."""
 import dataclasses
+import types
 
 import numpy as np
 import pytest
+from apache_beam.utils import shared
 
 from pipeline.errors import UnitError
 from pipeline.io.manifests import ManifestEntry
-from pipeline.methods.feedforward import FFJob, PrepareFn, StyleModel
+from pipeline.methods import feedforward
+from pipeline.methods.feedforward import TRAIN_METHOD, FFJob, PrepareFn, StyleModel, TrainFn, TrainingPhoto
 from pipeline.units import RunContext, UnitContext
 from transforms.feedforward.network import ReflectPad, apply, build_network
 from transforms.feedforward.settings import FFSettings
-from transforms.feedforward.training import _Crops
+from transforms.feedforward.training import TrainResult, _Crops
 
 TINY = FFSettings(width=4, residual_blocks=0, output="sigmoid")
 STYLE_SHA256 = "ab" * 32
@@ -84,3 +87,30 @@ def test_the_quality_gate_refuses_unscored_and_worse_models(max_loss_ratio, held
     assert (refusal is not None) == refused
     if refused:
         assert refusal.error_type == "quality_gate" and "--ff-max-loss-ratio" in str(refusal)
+
+
+@pytest.mark.parametrize("heldout_images, held_out", [(1, ["p2"]), (0, []), (3, [])])
+def test_training_holds_out_the_last_photos_and_trains_on_the_rest(heldout_images, held_out, tmp_path, monkeypatch):
+    """--ff-heldout-images 0 (or as many as there are photos) trains on every photo and leaves the
+    model unscored; the training and the scoring are stubbed: this is about which photos each gets."""
+    seen = {}
+
+    def fake_train(extractor, photos, style, settings):
+        seen["trained"] = len(photos)
+        return TrainResult(build_network(TINY), [(25, 1.0)], 1.0, 0.0)
+
+    def fake_evaluate(network, extractor, photos, style, max_dim, nst_steps):
+        seen["scored"] = len(photos)
+        return types.SimpleNamespace(summary={"ratio_total": 1.0})
+
+    monkeypatch.setattr(feedforward, "train", fake_train)
+    monkeypatch.setattr(feedforward, "evaluate_heldout", fake_evaluate)
+    job = FFJob(settings=TINY, heldout_images=heldout_images, model_dir=str(tmp_path))
+    step = TrainFn(UnitContext(RunContext("run", str(tmp_path)), TRAIN_METHOD), shared.Shared(), job)
+    step._extractor = None  # what setup() loads; the stubs never use it
+    photos = [TrainingPhoto(f"p{i}", str(i) * 64, np.zeros((16, 16, 3), np.float32)) for i in range(3)]
+    style = np.zeros((16, 16, 3), np.float32)
+    card = step._train(ManifestEntry("s", "s.png"), STYLE_SHA256, job.model_uri("s", STYLE_SHA256), style, photos)
+    trained = [p.id for p in photos if p.id not in held_out]
+    assert card["training_set"]["photos"] == trained and seen["trained"] == len(trained)
+    assert (card["heldout"] or {}).get("photos", []) == held_out and seen.get("scored", 0) == len(held_out)
