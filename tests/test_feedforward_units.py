@@ -16,6 +16,7 @@ from pipeline.units import RunContext, UnitContext
 from transforms.feedforward.network import ReflectPad, apply, build_network
 from transforms.feedforward.settings import FFSettings
 from transforms.feedforward.training import TrainResult, _Crops
+from transforms.nst.settings import NSTSettings
 
 TINY = FFSettings(width=4, residual_blocks=0, output="sigmoid")
 STYLE_SHA256 = "ab" * 32
@@ -64,6 +65,15 @@ def test_the_model_hash_ignores_what_never_changes_the_weights():
     apply_only = FFJob(settings=dataclasses.replace(FFSettings(), apply_batch=1, loss_every=50), model_dir="elsewhere")
     assert apply_only.model_hash(STYLE_SHA256) == FFJob().model_hash(STYLE_SHA256)
     assert FFJob().model_hash("cd" * 32) != FFJob().model_hash(STYLE_SHA256)
+
+
+@pytest.mark.parametrize("controls", [dict(style_strength=0.5), dict(preserve_colors=True), dict(output_size="1024")])
+def test_style_controls_change_the_outputs_hash_but_not_the_models(controls):
+    """They act after the network: one model serves them all, but an output made with other controls is
+    never reused for these (--skip-existing, --incremental)."""
+    job = FFJob(controls=dataclasses.replace(NSTSettings(), **controls))
+    assert job.model_hash(STYLE_SHA256) == FFJob().model_hash(STYLE_SHA256)
+    assert job.params_hash() != FFJob().params_hash()
 
 
 def _model(heldout: dict | None) -> StyleModel:
