@@ -1,6 +1,7 @@
 """Fast unit tests of the feed-forward layer (tiny networks, random weights, no training): the padding
-of the network, the seeding of the training crops, what the model hash covers and the quality gate.
-tests/test_feedforward*.py train and run whole pipelines; those are in the slow tier."""
+of the network, the seeding of the training crops, what the model's and the outputs' hashes cover, the
+quality gate and the held-out split. test_feedforward.py and test_feedforward_pipeline.py train and run
+whole pipelines; those are in the slow tier."""
 import dataclasses
 import types
 
