@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run-local test test-fast bench run-portable container run-dataflow run-flink clean
+.PHONY: run-local test test-fast mutation bench run-portable container run-dataflow run-flink clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(VENV)/.installed
 # The fast tier while developing: everything not marked slow.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
+
+# Targeted mutations (realistic one-line bugs), one at a time in a temporary copy, each against the tests
+# that cover its code: fails if a mutation survives (bench/mutation_check.py; about 5 min, not in CI).
+mutation: $(VENV)/.installed
+	$(PY) bench/mutation_check.py
 
 # Speed and quality, ours against references in the same run (bench/README.md): NST against the seed's
 # loop, then feed-forward training, apply, break-even and held-out quality against NST (and the

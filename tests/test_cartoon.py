@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, sample_photo
-from transforms.cartoon import PRESETS, CartoonParams, cartoonize, params_for
+from transforms.cartoon import PRESETS, CartoonParams, cartoonize, edge_mask, params_for
 
 
 def seed_recipe(bgr):
@@ -50,6 +50,18 @@ def test_comic_preset_is_deterministic_and_uses_its_palette():
     assert np.array_equal(first, cartoonize(rgb, PRESETS["comic"]))
     colours = {tuple(c) for c in first.reshape(-1, 3)} - {(0, 0, 0)}
     assert len(colours) <= PRESETS["comic"].quantize_colors
+
+
+def test_comic_ink_lines_are_the_detected_lines_thickened():
+    """edge_thickness 2 grows every detected ink line (erodes the colour mask); dilating would thin them."""
+    bgr = np.full((96, 96, 3), 230, np.uint8)
+    cv2.rectangle(bgr, (10, 10), (50, 40), (40, 60, 200), -1)
+    cv2.circle(bgr, (65, 65), 20, (20, 120, 30), -1)
+    comic = PRESETS["comic"]
+    detected = edge_mask(bgr, dataclasses.replace(comic, edge_thickness=1)) == 0
+    inked = edge_mask(bgr, comic) == 0
+    assert comic.edge_thickness == 2 and detected.any()
+    assert np.all(inked[detected]) and inked.sum() > detected.sum()
 
 
 def test_params_for_applies_overrides_and_rejects_unknown_presets():

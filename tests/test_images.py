@@ -92,9 +92,12 @@ def test_resize_averages_to_shrink_and_is_smooth_and_clipped_to_enlarge():
     assert resize(step, (4, 8)) is step  # already that size: no copy, no resampling
 
 
-def test_float_conversions_invert_each_other():
+def test_float_conversions_invert_each_other_and_round_to_the_nearest_level():
+    """An optimised float image is written at its nearest levels: truncating would darken it by up to one."""
     rgb = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
     assert np.array_equal(to_uint8(to_float01(rgb)), rgb)
+    for off_by in (-0.4 / 255, 0.4 / 255):
+        assert np.array_equal(to_uint8(to_float01(rgb) + off_by), rgb)
 
 
 # --- Inputs a catalog meets (issue 6): each decodes to RGB uint8 or raises ImageDecodeError. ---------

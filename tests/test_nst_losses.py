@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transforms.nst.extractors import vgg19_preprocess
+from transforms.nst.extractors import VGG19, vgg19_preprocess
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, total_variation
 from transforms.nst.optimize import NSTSettings, adam_update
 
@@ -50,18 +50,27 @@ def test_vgg19_preprocess_equals_keras():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(vgg19_preprocess(images)), expected, rtol=1e-6, atol=1e-4)
 
 
-@pytest.mark.parametrize("settings", [NSTSettings(), NSTSettings(learning_rate=0.1, beta_1=0.9, epsilon=1e-7)])
-def test_adam_update_equals_keras_adam(settings):
+def test_defaults_are_the_seed_recipe():
+    """The seed's values written out: tests that build their reference from NSTSettings cannot see a
+    changed default (Keras's Adam beta_1 0.9 instead of 0.99 would pass them all)."""
+    settings = NSTSettings()
+    assert (settings.style_weight, settings.content_weight, settings.tv_weight) == (1e-3, 1e3, 30)
+    assert (settings.learning_rate, settings.beta_1, settings.beta_2, settings.epsilon) == (0.02, 0.99, 0.999, 0.1)
+    assert (settings.steps, settings.max_dim) == (500, 512)
+    assert VGG19.content_layers == ("block5_conv2",)
+    assert VGG19.style_layers == ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+
+
+@pytest.mark.parametrize("settings, keras_adam_args", [
+    (NSTSettings(), dict(learning_rate=0.02, beta_1=0.99, epsilon=0.1)),  # the seed's optimiser, as it built it
+    (NSTSettings(learning_rate=0.1, beta_1=0.9, epsilon=1e-7), dict(learning_rate=0.1, beta_1=0.9, epsilon=1e-7)),
+])
+def test_adam_update_equals_keras_adam(settings, keras_adam_args):
     """Toy problem: minimise sum((x - target)^2) for a few steps, both ways."""
     target = RNG.normal(size=(2, 3)).astype(np.float32)
     start = RNG.normal(size=(2, 3)).astype(np.float32)
     variable = keras.Variable(start)
-    keras_adam = keras.optimizers.Adam(
-        learning_rate=settings.learning_rate,
-        beta_1=settings.beta_1,
-        beta_2=settings.beta_2,
-        epsilon=settings.epsilon,
-    )
+    keras_adam = keras.optimizers.Adam(**keras_adam_args)
     x, m, v = start, np.zeros_like(start), np.zeros_like(start)
     for step in range(1, 6):
         keras_adam.apply_gradients([(2 * (variable.numpy() - target), variable)])

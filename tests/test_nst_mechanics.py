@@ -74,6 +74,16 @@ def test_non_finite_loss_is_reported_not_hidden(extractor, targets):
     assert np.isnan(result.losses[0]["total"])
 
 
+def test_every_adam_step_is_clipped_to_the_image_range():
+    """The seed clips the image after each step; steps this large (lr 0.5, tiny epsilon: about 0.5 a
+    pixel) would take much of a random photo outside [0,1] otherwise. The optimiser's, so one extractor."""
+    extractor = load_extractor("vgg19", weights="random")
+    content, grams = content_targets(extractor, CONTENT), [style_targets(extractor, STYLES[0])]
+    result = stylize(extractor, CONTENT, content, grams, NSTSettings(steps=2, learning_rate=0.5, epsilon=1e-8))
+    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+    assert np.abs(result.images[0] - CONTENT).max() > 0.25
+
+
 def test_rejects_a_batch_instead_of_one_image(extractor, targets):
     content, grams = targets
     with pytest.raises(ValueError, match=r"one \[H,W,3\] image"):

@@ -1,5 +1,8 @@
-"""Bounded reads (schemes, sizes, HTTP time-outs and retries), atomic writes, safe names, sidecars."""
+"""Bounded reads (schemes, sizes, HTTP time-outs and retries), atomic writes, safe names, sidecars and
+the --skip-existing decision they feed."""
+import errno
 import hashlib
+import io
 import json
 import os
 import time
@@ -8,7 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline.io import outputs, storage
+from pipeline.io.manifests import ManifestEntry
 from pipeline.io.storage import ReadPolicy
+from pipeline.units import RunContext, UnitContext
 from tests.conftest import small_png
 from tests.httpserver import serve
 
@@ -139,6 +144,22 @@ def test_write_atomic_leaves_no_temporary_files(tmp_path):
     assert target.read_bytes() == b"two" and os.listdir(target.parent) == ["a.png"]
 
 
+def test_a_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """A full disk or a killed worker mid-write must never leave a torn index.html or run record."""
+    target = tmp_path / "index.html"
+    storage.write_atomic(str(target), b"old page")
+
+    class HalfWrite(io.FileIO):
+        def write(self, data):
+            super().write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "open", HalfWrite, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        storage.write_atomic(str(target), b"new page, longer than the old one")
+    assert target.read_bytes() == b"old page" and os.listdir(tmp_path) == ["index.html"]
+
+
 @pytest.mark.parametrize("identifier", ["../../etc/passwd", "/abs/path", "a/b", "..", ".", "", "x" * 300, "caf\udce9",
                                         "name with spaces é", "C:\\win\\x", "a\0b"])
 def test_safe_names_never_leave_their_folder(identifier):
@@ -170,6 +191,27 @@ def test_sidecar_marks_an_output_complete_only_while_it_is_intact(tmp_path):
     os.remove(tmp_path / "images" / "a.png.json")  # killed between the image and its sidecar
     assert outputs.completed_output(uri, "recipe-1") is None
     assert outputs.completed_output(str(tmp_path / "never.png"), "recipe-1") is None
+
+
+def test_skip_existing_rehashes_an_input_whose_time_moved_and_redoes_it_when_its_bytes_changed(tmp_path):
+    """Same-size edits are ordinary (BMP, PPM, a re-exported JPEG): a moved mtime must lead to a byte check."""
+    photo = tmp_path / "a.bmp"
+    photo.write_bytes(b"A" * 64)
+    units = UnitContext(RunContext("run", str(tmp_path / "out"), skip_existing=True), "classical")
+    entry = ManifestEntry("a", str(photo))
+    source = units.read(entry)
+    output = units.output_uri("a")
+    units.write_image(output, np.zeros((2, 3, 3), np.uint8), "recipe", {"content_sha256": source.sha256},
+                      {"content": source.fingerprint})
+    later = source.fingerprint["modified"] + 10**9
+
+    os.utime(photo, ns=(later, later))  # touched: the same bytes
+    skipped = units.completed(units.base(entry), output, "recipe", {"content": entry})
+    assert (skipped["status"], skipped["content_sha256"]) == ("skipped", source.sha256)
+
+    photo.write_bytes(b"B" * 64)
+    os.utime(photo, ns=(later + 1, later + 1))
+    assert units.completed(units.base(entry), output, "recipe", {"content": entry}) is None
 
 
 def test_recipe_digest_is_stable_and_sensitive():

@@ -284,7 +284,8 @@ class TrainFn(WithSharedExtractor):
                 "no_training_data",
                 f"no usable training photo in {job.train_content} ({len(photos)} sampled, {len(broken)} broken)",
             )
-        heldout = usable[-job.heldout_images :] if len(usable) > job.heldout_images else []
+        # not usable[-n:]: with --ff-heldout-images 0 that is every photo, and nothing is left to train on
+        heldout = usable[len(usable) - job.heldout_images :] if len(usable) > job.heldout_images else []
         trained_on = usable[: len(usable) - len(heldout)]
         result = train(self._extractor, [p.image for p in trained_on], style, job.training,
                        callbacks=[TrainingProgress(entry.id, job.training)])
