@@ -52,8 +52,8 @@ MUTATIONS = (
              ("tests/test_storage.py", "tests/test_reliability.py::test_skip_existing_redoes_an_input_changed_in_place_"
               "and_reports_only_hashes_it_verified")),
     Mutation("quality gate lets an unscored model through", "pipeline/methods/feedforward.py",
-             "        if limit is None:\n            return None",
-             "        if limit is None or ratio is None:\n            return None", (FF_UNITS,)),
+             "        if heldout is None:\n            if job.max_loss_ratio is None:\n                return None",
+             "        if heldout is None:\n            return None", (FF_UNITS,)),
     Mutation("every training step gets the same crops", "transforms/feedforward/training.py",
              "np.random.default_rng([self.settings.seed, index])", "np.random.default_rng(self.settings.seed)",
              (FF_UNITS,)),
@@ -117,8 +117,11 @@ MUTATIONS = (
     Mutation("--ff-heldout-images 0 holds out every photo", "pipeline/methods/feedforward.py",
              "heldout = usable[len(usable) - job.heldout_images :]", "heldout = usable[-job.heldout_images :]",
              (FF_UNITS,)),
-    Mutation("the quality gate refuses a model at its limit", "pipeline/methods/feedforward.py",
-             "        if ratio > limit:", "        if ratio >= limit:", (FF_UNITS,)),
+    Mutation("the quality gate refuses a model at its limit", "transforms/feedforward/evaluation.py",
+             "not ratio <= max_loss_ratio:", "not ratio < max_loss_ratio:", (FF_UNITS,)),
+    Mutation("the quality gate lets a network through that keeps fewer faces than NST",
+             "transforms/feedforward/evaluation.py", "and kept < reference_kept:", "and kept < reference_kept - 1:",
+             (FF_UNITS,)),
 )
 
 

@@ -1,6 +1,5 @@
 """--method feedforward through the pipeline: a training unit per style, every pair through its style's
 network (RunInference), models reused by hash, the quality gate, the loss columns, bad training data."""
-import dataclasses
 import json
 import shutil
 
@@ -103,15 +102,6 @@ def test_same_style_and_settings_reuse_the_model_and_a_change_retrains(tmp_path,
     assert len(uris) == 3 and all(r["status"] == "ok" for r in restyled.values())
 
 
-def test_only_the_sampled_share_of_pairs_is_scored():
-    job = feedforward.FFJob()
-    pairs = [(ManifestEntry(f"c{i}", f"c{i}.png"), ManifestEntry(f"s{i % 3}", "s.png")) for i in range(400)]
-    def scored(fraction):
-        return [p for p in pairs if dataclasses.replace(job, score_fraction=fraction).scores(*p)]
-    assert scored(0.0) == [] and scored(1.0) == pairs
-    assert 0.15 < len(scored(0.25)) / len(pairs) < 0.35 and set(scored(0.1)) <= set(scored(0.25))
-
-
 def test_unscored_pairs_have_no_loss_columns_and_the_training_row_has_the_panel(tmp_path):
     content, style = _catalog(tmp_path, contents=3, styles=1)
     rows = _run(content, style, tmp_path / "out", "--ff-score-fraction", "0")
@@ -121,20 +111,6 @@ def test_unscored_pairs_have_no_loss_columns_and_the_training_row_has_the_panel(
     heldout = card["heldout"]
     assert heldout["faces_photo"] == 0 and -1 <= heldout["ff_dependence"] <= 1 and -1 <= heldout["ff_edges"] <= 1
     assert {"nst_ssim", "ff_ssim", "nst_dependence", "ff_faces_kept", "nst_faces_kept"} <= set(heldout)
-
-
-@pytest.mark.parametrize("heldout, reason", [
-    (dict(faces_photo=2, ff_faces_kept=1, nst_faces_kept=2, ff_dependence=0.8, ratio_total=1.0),
-     "keeps 1 of the 2 faces in the held-out photos, fewer than 2 NST steps (2)"),
-    (dict(faces_photo=0, ff_faces_kept=0, nst_faces_kept=0, ff_dependence=0.05, ratio_total=1.0),
-     "hardly depend on their photos (dependence 0.05, below 0.3)"),
-])
-def test_the_quality_gate_refuses_lost_faces_and_photo_free_textures(heldout, reason):
-    model = feedforward.StyleModel(ManifestEntry("s", "s.png"), "0" * 64, "m.weights.h5", {"heldout": heldout}, None)
-    refusal = feedforward.PrepareFn(None, feedforward.FFJob(gate_steps=2))._refusal(model)
-    assert refusal.error_type == "quality_gate" and reason in str(refusal)
-    accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5)
-    assert feedforward.PrepareFn(None, feedforward.FFJob())._refusal(model._replace(card={"heldout": accepted})) is None
 
 
 def test_the_quality_gate_refuses_a_model_above_the_ratio(tmp_path):

@@ -106,11 +106,11 @@ def test_training_holds_out_the_last_photos_and_trains_on_the_rest(heldout_image
     model unscored; the training and the scoring are stubbed: this is about which photos each gets."""
     seen = {}
 
-    def fake_train(extractor, photos, style, settings):
+    def fake_train(extractor, photos, style, settings, callbacks=()):
         seen["trained"] = len(photos)
         return TrainResult(build_network(TINY), [(25, 1.0)], 1.0, 0.0)
 
-    def fake_evaluate(network, extractor, photos, style, max_dim, nst_steps):
+    def fake_evaluate(network, extractor, photos, style, max_dim, nst_steps, detector=None):
         seen["scored"] = len(photos)
         return types.SimpleNamespace(summary={"ratio_total": 1.0})
 
@@ -125,3 +125,26 @@ def test_training_holds_out_the_last_photos_and_trains_on_the_rest(heldout_image
     trained = [p.id for p in photos if p.id not in held_out]
     assert card["training_set"]["photos"] == trained and seen["trained"] == len(trained)
     assert (card["heldout"] or {}).get("photos", []) == held_out and seen.get("scored", 0) == len(held_out)
+
+
+def test_only_the_sampled_share_of_pairs_is_scored():
+    job = FFJob()
+    pairs = [(ManifestEntry(f"c{i}", f"c{i}.png"), ManifestEntry(f"s{i % 3}", "s.png")) for i in range(400)]
+    def scored(fraction):
+        return [p for p in pairs if dataclasses.replace(job, score_fraction=fraction).scores(*p)]
+    assert scored(0.0) == [] and scored(1.0) == pairs
+    assert 0.15 < len(scored(0.25)) / len(pairs) < 0.35 and set(scored(0.1)) <= set(scored(0.25))
+
+
+@pytest.mark.parametrize("heldout, reason", [
+    (dict(faces_photo=2, ff_faces_kept=1, nst_faces_kept=2, ff_dependence=0.8, ratio_total=1.0),
+     "keeps 1 of the 2 faces in the held-out photos, fewer than 2 NST steps (2)"),
+    (dict(faces_photo=0, ff_faces_kept=0, nst_faces_kept=0, ff_dependence=0.05, ratio_total=1.0),
+     "hardly depend on their photos (dependence 0.05, below 0.3)"),
+])
+def test_the_quality_gate_refuses_lost_faces_and_photo_free_textures(heldout, reason):
+    model = StyleModel(ManifestEntry("s", "s.png"), "0" * 64, "m.weights.h5", {"heldout": heldout}, None)
+    refusal = PrepareFn(None, FFJob(gate_steps=2))._refusal(model)
+    assert refusal.error_type == "quality_gate" and reason in str(refusal)
+    accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5)
+    assert PrepareFn(None, FFJob())._refusal(model._replace(card={"heldout": accepted})) is None
