@@ -3,14 +3,14 @@
 # default .engines/), checks each file's sha256 against the pin, and unpacks FLINK_HOME and SPARK_HOME:
 #   .engines/flink-1.20.3   bin/ conf/ from the apache-flink wheel, lib/ opt/ plugins/ bin/bash-java-utils.jar
 #                           from the apache-flink-libraries sdist (neither pip-installs beside apache-beam 2.77)
-#   .engines/spark-3.5.8    the pyspark sdist's deps/ (bin/spark-class, jars/, sbin/)
+#   .engines/spark-3.5.8    the pyspark sdist's deps/ (bin/spark-class, jars/, sbin/) and lib/ as python/lib/
 #   .engines/jars/          Beam's job-server jars, when Maven Central serves them
 # Nothing downloads at run time: pipeline/engines.py only reads this folder. A second run downloads nothing.
 # Exit status: 1 when a PyPI artifact is missing or a hash differs; a job-server jar that Maven does not
 # serve is one line on stderr (the clusters still work; Beam jobs on them need the jar).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LOCK=engines/artifacts.lock
+LOCK=${ENGINES_LOCK:-engines/artifacts.lock}
 DIR=${ENGINES_DIR:-.engines}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$DIR/dl" "$DIR/jars"
@@ -74,6 +74,9 @@ SPARK_HOME=$DIR/spark-3.5.8
 if [ ! -f "$SPARK_HOME/.complete" ]; then
   rm -rf "$SPARK_HOME" && mkdir -p "$SPARK_HOME"
   tar xzf "$DIR/dl/pyspark-3.5.8.tar.gz" -C "$SPARK_HOME" --strip-components=2 pyspark-3.5.8/deps
+  # python/lib/: where spark-submit finds PySpark for a Python job's driver and executors
+  mkdir -p "$SPARK_HOME/python"
+  tar xzf "$DIR/dl/pyspark-3.5.8.tar.gz" -C "$SPARK_HOME/python" --strip-components=1 pyspark-3.5.8/lib
   touch "$SPARK_HOME/.complete"
 fi
 echo "engines: FLINK_HOME=$FLINK_HOME SPARK_HOME=$SPARK_HOME; job-server jars missing: $missing_jars"

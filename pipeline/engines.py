@@ -171,6 +171,7 @@ def stop_group(pgid: int, grace: float = 15.0) -> None:
 @contextlib.contextmanager
 def _workdir(workdir):
     if workdir is not None:
+        pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
         yield pathlib.Path(workdir)
         return
     with tempfile.TemporaryDirectory(prefix="toonbeam-engine-") as tmp:
@@ -194,6 +195,14 @@ def flink_config(rest_port: int, rpc_port: int, slots: int, workdir: pathlib.Pat
     }
 
 
+def _merged(base: dict, override: dict) -> dict:
+    """`base` with `override`'s keys, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 @contextlib.contextmanager
 def flink_cluster(slots: int = 2, workdir=None, timeout: float = 180.0):
     """A Flink session cluster (one JobManager, one TaskManager with `slots` slots) for the block."""
@@ -206,7 +215,9 @@ def flink_cluster(slots: int = 2, workdir=None, timeout: float = 180.0):
         rest_port = free_port()
         import yaml
 
-        (conf / "config.yaml").write_text(yaml.safe_dump(flink_config(rest_port, free_port(), slots, work)))
+        # over Flink's own config.yaml, which keeps its Java 17 --add-opens flags (env.java.opts.all)
+        config = _merged(yaml.safe_load((conf / "config.yaml").read_text()), flink_config(rest_port, free_port(), slots, work))
+        (conf / "config.yaml").write_text(yaml.safe_dump(config))
         env = dict(os.environ, FLINK_CONF_DIR=str(conf), FLINK_LOG_DIR=str(log))
         env.pop("FLINK_HOME", None)
         url = f"http://127.0.0.1:{rest_port}"
