@@ -35,7 +35,7 @@ def role(pid: int) -> str:
                  "deploy.worker.Worker", "CoarseGrainedExecutorBackend"):
         if name in cmd:
             return name.rsplit(".", 1)[-1]
-    return cmd[:40]
+    return "PySpark's Python worker" if "pyspark" in cmd else cmd[:40]
 
 
 def job_command(cluster: engines.Cluster, work: pathlib.Path, n: int) -> tuple[list[str], dict]:
