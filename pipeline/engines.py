@@ -133,7 +133,7 @@ def _processes(commands: list[list[str]], env: dict, ready, timeout: float, log_
             log = open(log_dir / f"{pathlib.Path(command[0]).name}-{i}.out", "wb")
             group = procs[0].pid if procs else 0  # a new group, led by the first
             procs.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                          process_group=group))
+                                          process_group=group, preexec_fn=_die_with_parent))
             log.close()
         while not _safe(ready):
             for proc in procs:
@@ -150,6 +150,14 @@ def _processes(commands: list[list[str]], env: dict, ready, timeout: float, log_
                 proc.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when this process dies, even by SIGKILL, where no `finally`
+    runs (Linux prctl PR_SET_PDEATHSIG; the launch scripts exec the JVM, which keeps it)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def _safe(ready) -> bool:
     try:
         return bool(ready())
@@ -164,8 +172,9 @@ def stop_group(pgid: int, grace: float = 15.0) -> None:
     deadline = time.monotonic() + grace
     while group_pids(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    if group_pids(pgid):  # not when all are gone: the group's number could be another's by now
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Real engines on this machine (pipeline/engines.py): a local Flink 1.20 cluster and a Spark 3.5
 standalone cluster from the artifacts that `make engines` caches and checks by hash. Each comes up on
 loopback only, runs a job, and leaves no process behind, whether its block ends normally, by an
-exception, by a JVM of its own dying, or by Ctrl-C / SIGTERM to the command that holds it. A Toonbeam job
+exception, by a JVM of its own dying, or by Ctrl-C / SIGTERM / SIGKILL to the command that holds it. A Toonbeam job
 through Beam's FlinkRunner / SparkRunner needs Beam's job-server jar, which Maven Central does not serve
 here: that test skips, naming the jar, until one is pinned in engines/artifacts.lock and cached."""
 import ipaddress
@@ -126,7 +126,8 @@ def test_spark_cluster_on_loopback_runs_a_job_and_an_exception_stops_it(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine, signum", [("flink", signal.SIGINT), ("spark", signal.SIGTERM)], ids=["flink-SIGINT", "spark-SIGTERM"])
+@pytest.mark.parametrize("engine, signum", [("flink", signal.SIGINT), ("spark", signal.SIGTERM), ("spark", signal.SIGKILL)],
+                         ids=["flink-SIGINT", "spark-SIGTERM", "spark-SIGKILL"])
 def test_a_signal_to_the_command_that_holds_a_cluster_stops_it(engine, signum):
     _require(engine)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.engines", "up", engine], cwd=ROOT,
@@ -142,7 +143,13 @@ def test_a_signal_to_the_command_that_holds_a_cluster_stops_it(engine, signum):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130 and f"the {engine} cluster was stopped" in err
+    if signum == signal.SIGKILL:  # no `finally` ran: the JVMs die with their parent (PR_SET_PDEATHSIG)
+        assert proc.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while _alive(children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    else:
+        assert proc.returncode == 130 and f"the {engine} cluster was stopped" in err
     assert not _alive(children)
 
 
