@@ -172,6 +172,56 @@ def test_a_run_without_the_job_server_jar_says_so_in_one_line_and_starts_nothing
     assert time.monotonic() - start < 60 and not (tmp_path / "flink-1.20.3").exists()
 
 
+def _engine_jvms() -> list[int]:
+    """Live processes started from this checkout's .engines/ (other checkouts have their own)."""
+    home = str(engines.engines_dir())
+    return [int(p.name) for p in pathlib.Path("/proc").iterdir()
+            if p.name.isdigit() and home in _cmdline_or_empty(int(p.name)) and _state(int(p.name)) != "Z"]
+
+
+def _cmdline_or_empty(pid: int) -> str:
+    try:
+        return _cmdline(pid)
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["flink", "spark"])
+def test_run_hands_the_cluster_and_java_17_flags_to_beams_job_server_and_stops_all_when_it_fails(engine, tmp_path):
+    """`make run-flink` / `make run-spark` up to Beam's job server, with a stand-in jar that records how
+    Beam started it and fails: the master is the local cluster's, Java 17's --add-opens flags are there,
+    the run fails with a short message, and the cluster and the worker pool are gone."""
+    _require(engine)
+    subprocess.run(["javac", "-d", str(tmp_path), str(JOBS / "FakeJobServer.java")], check=True)
+    jar = tmp_path / "fake-job-server.jar"
+    subprocess.run(["jar", "cfe", str(jar), "FakeJobServer", "-C", str(tmp_path), "FakeJobServer.class"], check=True)
+    (tmp_path / "in").mkdir()
+    photo = sorted((ROOT / "samples" / "content").iterdir())[0]
+    (tmp_path / "in" / photo.name).write_bytes(photo.read_bytes())
+    recorded = tmp_path / "job-server-command.txt"
+    env = dict(os.environ, TOONBEAM_FAKE_JOB_SERVER_OUT=str(recorded))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.engines", "run", engine, "--config", f"configs/{engine}.yaml",
+         "--content", str(tmp_path / "in"), "--method", "classical", "--output", str(tmp_path / "out"),
+         f"--{engine}_job_server_jar={jar}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    out, err = communicate_or_fail(proc, 300, f"engines run {engine} with a failing job server")
+    assert proc.returncode == 1, err[-3000:]
+    master = out.split(" master ", 1)[1].split(",", 1)[0]
+    assert err.strip().splitlines()[-1].startswith("toonbeam: "), err[-3000:]
+    flags, args = recorded.read_text().split("\n--\n")
+    args = args.split()
+    if engine == "flink":
+        assert args[args.index("--flink-master") + 1] == f"http://{master}" and master.startswith("localhost:")
+        assert "--add-opens=java.base/java.lang=ALL-UNNAMED" in flags.splitlines()
+    else:
+        assert args[args.index("--spark-master-url") + 1] == master and master.startswith("spark://127.0.0.1:")
+        assert "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED" in flags.splitlines()  # SparkRunner's own
+    assert not _engine_jvms()
+
+
 def _fetch(tmp_path, lock_lines: list[str]) -> subprocess.CompletedProcess:
     lock = tmp_path / "artifacts.lock"
     lock.write_text("\n".join(lock_lines) + "\n")
