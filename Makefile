@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run-local test test-fast mutation bench run-portable container run-dataflow run-flink clean
+.PHONY: run-local test test-fast mutation bench run-portable container run-dataflow run-flink-remote engines run-flink run-spark clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +58,25 @@ run-dataflow: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[gcp]"
 	IMAGE=$(IMAGE) $(PY) -m pipeline run --config configs/dataflow-gpu.yaml $(RUN_ARGS)
 
-run-flink: $(VENV)/.installed
-	IMAGE=$(IMAGE) $(PY) -m pipeline run --config configs/flink.yaml $(RUN_ARGS)
+# A Flink cluster of your own (FLINK_MASTER=host:8081) running the worker container IMAGE.
+run-flink-remote: $(VENV)/.installed
+	IMAGE=$(IMAGE) $(PY) -m pipeline run --config configs/flink-remote.yaml $(RUN_ARGS)
+
+# Flink 1.20 and Spark 3.5 for local clusters, and Beam's job-server jars: downloaded once into .engines/
+# and checked against the sha256 pins of engines/artifacts.lock (see engines/fetch.sh). CI runs it.
+engines: $(VENV)/.installed
+	PYTHON=$(PY) bash engines/fetch.sh
+
+# The samples on a local Flink (JobManager + TaskManager) or Spark (master + worker) cluster on free
+# loopback ports, through Beam's FlinkRunner / SparkRunner: starts the cluster, runs, prints the
+# engine's job ids and web UI, stops the cluster (also on failure or Ctrl-C). See docs/runners.md;
+# e.g. make run-spark ENGINE_ARGS="--content C --output O --method classical".
+ENGINE_ARGS ?= --content samples/content --style samples/style --method both --preset comic --steps 50 --max_dim 128
+run-flink: engines
+	$(PY) -m pipeline.engines run flink --config configs/flink.yaml --output out/flink $(ENGINE_ARGS)
+
+run-spark: engines
+	$(PY) -m pipeline.engines run spark --config configs/spark.yaml --output out/spark $(ENGINE_ARGS)
 
 clean:
 	rm -rf out .pytest_cache

@@ -6,6 +6,8 @@ workers import; test tools live in the `test` extra.
 import setuptools
 
 REQUIRED = [
+    # Beam's Flink / Spark job-server jars (make engines) are of the installed version, 2.77.0; Maven Central
+    # as reached here serves none of 2.61-2.77, so no older pin would help (docs/runners.md).
     "apache-beam>=2.60,<3",
     "tensorflow>=2.16,<3",  # one wheel for CPU and GPU; the [gpu] extra adds the CUDA libraries
     "keras>=3.3,<4",
