@@ -232,7 +232,9 @@ def describe_dry_run(plan: RunPlan) -> str:
 def run(argv: list[str], test_pipeline: beam.Pipeline | None = None, test=None):
     """Run the pipeline and wait for it. Tests pass a TestPipeline and/or a `test(rows)` hook that gets
     the report-row PCollection (to attach `assert_that`)."""
-    return execute(plan_run(argv), test_pipeline, test)
+    plan = plan_run(argv)
+    with run_folder.output_lock(plan.toon.output, plan.run_id):
+        return execute(plan, test_pipeline, test)
 
 
 def execute(plan: RunPlan, test_pipeline: beam.Pipeline | None = None, test=None):
