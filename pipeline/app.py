@@ -12,10 +12,17 @@ from apache_beam.runners.runner import PipelineRunner
 
 from pipeline.errors import one_line
 from pipeline.io import run_folder, storage
-from pipeline.io.manifests import ManifestEntry, ManifestRules, ReadManifest, load_manifest
+from pipeline.io.manifests import ManifestEntry, ReadManifest, load_manifest
 from pipeline.io.sinks import WriteDeadLetters, WriteReport
 from pipeline.methods import Method, method_class, parse_methods
-from pipeline.options import ToonbeamOptions, allowed_schemes, expand_config, read_policy, unfilled_placeholders
+from pipeline.options import (
+    ToonbeamOptions,
+    allowed_schemes,
+    expand_config,
+    manifest_rules,
+    read_policy,
+    unfilled_placeholders,
+)
 from pipeline.reporting.incremental import ReadPreviousReports, check_previous_reports
 from pipeline.units import RunContext
 
@@ -116,13 +123,6 @@ def start_frameworks(plan: RunPlan) -> None:
         from pipeline.models import device_name
 
         device_name()
-
-
-def manifest_rules(toon: ToonbeamOptions) -> ManifestRules:
-    """How --content and --style are read: under the run's read policy, never yielding the images the
-    run writes (OUTPUT/images/, where a content folder may hold the output folder, or be it)."""
-    exclude = storage.join_uri(toon.output, "images")
-    return ManifestRules(read_policy(toon), exclude=exclude, follow_symlinks=toon.follow_symlinks)
 
 
 def _check_previous_reports(spec: str) -> None:
@@ -232,7 +232,9 @@ def describe_dry_run(plan: RunPlan) -> str:
 def run(argv: list[str], test_pipeline: beam.Pipeline | None = None, test=None):
     """Run the pipeline and wait for it. Tests pass a TestPipeline and/or a `test(rows)` hook that gets
     the report-row PCollection (to attach `assert_that`)."""
-    return execute(plan_run(argv), test_pipeline, test)
+    plan = plan_run(argv)
+    with run_folder.output_lock(plan.toon.output, plan.run_id):
+        return execute(plan, test_pipeline, test)
 
 
 def execute(plan: RunPlan, test_pipeline: beam.Pipeline | None = None, test=None):

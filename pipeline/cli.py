@@ -7,6 +7,7 @@ failed than --max-error-fraction allows or the run stopped part-way (one line na
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -51,11 +52,9 @@ def run_command(argv: list[str]) -> int:
     with quiet_startup(enabled=not debug):
         from pipeline import app, progress
         from pipeline.io.manifests import ManifestError
-        from pipeline.io.run_folder import OutputError
+        from pipeline.io.run_folder import OutputError, output_lock
         from pipeline.io.weights import WeightsUnavailable
         from pipeline.options import help_parser
-        from pipeline.reporting.contact_sheet import write_contact_sheet
-        from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
 
     # Failures that mean "the run cannot start as asked": one line, no stack trace, exit status 2.
     usage_errors = (app.UsageError, ManifestError, OutputError, WeightsUnavailable, FileNotFoundError)
@@ -63,31 +62,41 @@ def run_command(argv: list[str]) -> int:
         help_parser("toonbeam run").print_help()
         return 0
     start = time.perf_counter()
-    try:
-        with quiet_startup(enabled=not debug):
-            plan = app.plan_run(argv)
-            app.start_frameworks(plan)
-        if plan.toon.dry_run_only:
-            print(app.describe_dry_run(plan))
-            return 0
-        reporter = progress.ProgressReporter(app.count_units(plan)) if app.runs_in_process(plan) else None
-        if reporter:
-            reporter.start()
+    with contextlib.ExitStack() as held:  # the output folder's lock, until the contact sheet is written
         try:
-            app.execute(plan)
-        finally:
+            with quiet_startup(enabled=not debug):
+                plan = app.plan_run(argv)
+                app.start_frameworks(plan)
+            if plan.toon.dry_run_only:
+                print(app.describe_dry_run(plan))
+                return 0
+            held.enter_context(output_lock(plan.toon.output, plan.run_id))
+            reporter = progress.ProgressReporter(app.count_units(plan)) if app.runs_in_process(plan) else None
             if reporter:
-                reporter.stop()
-    except usage_errors as exc:
-        if debug:
-            raise
-        print(f"toonbeam: error: {exc}", file=sys.stderr)
-        return 2
-    except app.RunStopped as exc:
-        if debug:
-            raise
-        print(f"toonbeam: error: {exc}", file=sys.stderr)
-        return 1
+                reporter.start()
+            try:
+                app.execute(plan)
+            finally:
+                if reporter:
+                    reporter.stop()
+        except usage_errors as exc:
+            if debug:
+                raise
+            print(f"toonbeam: error: {exc}", file=sys.stderr)
+            return 2
+        except app.RunStopped as exc:
+            if debug:
+                raise
+            print(f"toonbeam: error: {exc}", file=sys.stderr)
+            return 1
+        return _summarise(plan, start)
+
+
+def _summarise(plan, start: float) -> int:
+    """The counts, where everything is and the contact sheet, after a finished run; the exit status."""
+    from pipeline.reporting.contact_sheet import write_contact_sheet
+    from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
+
     output = plan.toon.output.rstrip("/")
     table = read_report(output)
     counts = status_counts(table)

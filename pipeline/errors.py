@@ -34,6 +34,8 @@ ERROR_TYPES: dict[str, str] = {
     "every pair of that style)",
     "quality_gate": "feedforward: the style's model scored above --ff-max-loss-ratio times NST's loss on held-out "
     "photos (or could not be scored), so it is not applied",
+    "model_error": "feedforward: the style's network could not be loaded when applied (its weights changed, or "
+    "were damaged, after the training step checked them against their card)",
     "write_error": "the output image or its sidecar could not be written",
     "internal_error": "anything else, which is a bug: the message names the exception",
 }

@@ -12,6 +12,7 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.io import storage
+from pipeline.io.manifests import ManifestRules
 from transforms.cartoon import PRESETS, CartoonParams
 from transforms.feedforward.settings import MIN_DEPENDENCE, FFSettings
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
@@ -319,6 +320,13 @@ def read_policy(options: ToonbeamOptions) -> storage.ReadPolicy:
         http_retries=options.http_retries,
         http_allowed_addresses=options.http_allowed_addresses,
     )
+
+
+def manifest_rules(toon: ToonbeamOptions) -> ManifestRules:
+    """How --content, --style and --ff-train-content are read: under the run's read policy, never yielding the images the
+    run writes (OUTPUT/images/, where a content folder may hold the output folder, or be it)."""
+    exclude = storage.join_uri(toon.output, "images")
+    return ManifestRules(read_policy(toon), exclude=exclude, follow_symlinks=toon.follow_symlinks)
 
 
 _PLACEHOLDER = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")

@@ -89,8 +89,9 @@ class PairTriageFn(beam.DoFn):
     """Pairs before any work (`styles` is the side input of style entries). An unusable content row
     fails all its pairs; with --skip-existing, complete pairs become "skipped" rows. Those rows leave on
     ROWS (dead letters on DEAD_LETTERS). What remains goes on: the entry itself, or `PendingPairs`
-    when only some of its pairs need work. `recipe(content, style)` is the method's output recipe;
-    `on_worker(units)` adds the columns only a worker knows (backend, device, a resolved params_hash)."""
+    when only some of its pairs need work. `recipe(content, style, **side_inputs)` is the method's output
+    recipe, given the step's other side inputs (the feedforward method's models: a pair's recipe names
+    its model); `on_worker(units)` adds the columns only a worker knows (backend, device, params_hash)."""
 
     def __init__(self, units: UnitContext, recipe, on_worker=None):
         self._units = units
@@ -101,7 +102,7 @@ class PairTriageFn(beam.DoFn):
         if self._on_worker is not None:
             self._units = self._on_worker(self._units)
 
-    def process(self, entry: ManifestEntry, styles: list):
+    def process(self, entry: ManifestEntry, styles: list, **recipe_inputs):
         styles = sorted(styles, key=lambda s: (s.id, s.uri))
         units = self._units
         if entry.error:
@@ -117,7 +118,8 @@ class PairTriageFn(beam.DoFn):
             if style.error is None:
                 output_uri = units.output_uri(entry.id, style.id)
                 inputs = {"content": entry, "style": style}
-                skipped = units.completed(units.base(entry, style), output_uri, self._recipe(entry, style), inputs)
+                recipe = self._recipe(entry, style, **recipe_inputs)
+                skipped = units.completed(units.base(entry, style), output_uri, recipe, inputs)
                 if skipped is not None:
                     yield beam.pvalue.TaggedOutput(ROWS, skipped)
                     continue

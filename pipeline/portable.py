@@ -13,7 +13,9 @@ Where this differs from Beam's own local pieces, and why:
 - Beam's local job service (`--job_endpoint embed`) runs every stage on one SDK worker, whatever
   --sdk_worker_parallelism or --direct_num_workers say; `ParallelJob` runs each stage on
   --sdk_worker_parallelism workers, as a Flink task manager starts that many.
-- Beam's `worker_pool_main` listens on every interface; this pool only on loopback.
+- Beam's `worker_pool_main` listens on every interface; this pool only on loopback. So do the servers
+  a job starts in the services' process (the FnApiRunner's control, data, state and logging servers,
+  hard-coded to every interface in Beam): unauthenticated, whoever reaches them can drive the workers.
 """
 from __future__ import annotations
 
@@ -111,8 +113,30 @@ class ParallelJob(local_job_service.BeamJob):
         return runner.run_via_runner_api(self._pipeline_proto, options)
 
 
+class _LoopbackServer:
+    """A gRPC server whose ports bind loopback, whatever address they are asked for."""
+
+    def __init__(self, server: grpc.Server):
+        self._server = server
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(f"localhost:{address.rsplit(':', 1)[1]}")
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+
+def bind_loopback_only() -> None:
+    """Make every gRPC server this process creates from now on listen on loopback only. Beam's
+    FnApiRunner opens its control, data, state and logging servers on "[::]:0" with no option to
+    change it; the job service and the worker pool already ask for localhost."""
+    make_server = grpc.server
+    grpc.server = lambda *args, **kwargs: _LoopbackServer(make_server(*args, **kwargs))
+
+
 def serve() -> None:
     """The services' process: prints "JOB_ENDPOINT WORKER_POOL" on one line, serves until stdin closes."""
+    bind_loopback_only()
     job_service = local_job_service.LocalJobServicer(beam_job_type=ParallelJob)
     job_port = job_service.start_grpc_server(0)  # on localhost
     # not BeamFnExternalWorkerPoolServicer.start(), which listens on every interface: whoever reaches a

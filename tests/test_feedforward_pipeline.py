@@ -1,5 +1,6 @@
 """--method feedforward through the pipeline: a training unit per style, every pair through its style's
 network (RunInference), models reused by hash, the quality gate, the loss columns, bad training data."""
+import hashlib
 import json
 import shutil
 
@@ -147,10 +148,13 @@ def test_the_apply_step_is_run_inference_with_a_keyed_handler(tmp_path):
     settings = FFSettings(width=8, residual_blocks=1)
     path = str(tmp_path / "net.weights.h5")
     save_network(build_network(settings), path)
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()  # what the model's card records
     photo = np.random.default_rng(0).random((20, 28, 3), dtype=np.float32)
     examples = [
-        ("s", StyleExample(ManifestEntry("a", "a.png"), ManifestEntry("s", "s.png"), photo, path, {}, 0.0)),
-        ("s", StyleExample(ManifestEntry("b", "b.png"), ManifestEntry("s", "s.png"), photo[:13], path, {}, 0.0)),
+        ("s", StyleExample(ManifestEntry("a", "a.png"), ManifestEntry("s", "s.png"), photo, path, {}, 0.0,
+                           weights_sha256=digest)),
+        ("s", StyleExample(ManifestEntry("b", "b.png"), ManifestEntry("s", "s.png"), photo[:13], path, {}, 0.0,
+                           weights_sha256=digest)),
     ]
 
     def check(results):

@@ -12,7 +12,7 @@ from apache_beam.utils import shared
 from pipeline.errors import UnitError
 from pipeline.io.manifests import ManifestEntry
 from pipeline.methods import feedforward
-from pipeline.methods.feedforward import TRAIN_METHOD, FFJob, PrepareFn, StyleModel, TrainFn, TrainingPhoto
+from pipeline.methods.feedforward import TRAIN_METHOD, FFJob, StyleModel, TrainFn, TrainingPhoto, gate_refusal
 from pipeline.units import RunContext, UnitContext
 from transforms.feedforward.network import ReflectPad, apply, build_network
 from transforms.feedforward.settings import FFSettings
@@ -83,14 +83,13 @@ def _model(heldout: dict | None) -> StyleModel:
 
 
 def _refusal(max_loss_ratio: float | None, heldout: dict | None) -> UnitError | None:
-    prepare = PrepareFn(UnitContext(RunContext("run", "out"), "feedforward"), FFJob(max_loss_ratio=max_loss_ratio))
-    return prepare._refusal(_model(heldout))
+    return gate_refusal(_model(heldout), FFJob(max_loss_ratio=max_loss_ratio))
 
 
 @pytest.mark.parametrize("max_loss_ratio, heldout, refused", [
     (2.0, None, True),  # no held-out photos: no score to trust
-    (2.0, {"ratio_total": 3.0}, True),
-    (2.0, {"ratio_total": 2.0}, False),  # at the limit is not above it
+    (2.0, {"ratio_total": 3.0, "gate_steps": 100}, True),
+    (2.0, {"ratio_total": 2.0, "gate_steps": 100}, False),  # at the limit is not above it
     (None, None, False),  # no gate asked for
 ])
 def test_the_quality_gate_refuses_unscored_and_worse_models(max_loss_ratio, heldout, refused):
@@ -137,14 +136,14 @@ def test_only_the_sampled_share_of_pairs_is_scored():
 
 
 @pytest.mark.parametrize("heldout, reason", [
-    (dict(faces_photo=2, ff_faces_kept=1, nst_faces_kept=2, ff_dependence=0.8, ratio_total=1.0),
+    (dict(faces_photo=2, ff_faces_kept=1, nst_faces_kept=2, ff_dependence=0.8, ratio_total=1.0, gate_steps=2),
      "keeps 1 of the 2 faces in the held-out photos, fewer than 2 NST steps (2)"),
-    (dict(faces_photo=0, ff_faces_kept=0, nst_faces_kept=0, ff_dependence=0.05, ratio_total=1.0),
+    (dict(faces_photo=0, ff_faces_kept=0, nst_faces_kept=0, ff_dependence=0.05, ratio_total=1.0, gate_steps=2),
      "hardly depend on their photos (dependence 0.05, below 0.3)"),
 ])
 def test_the_quality_gate_refuses_lost_faces_and_photo_free_textures(heldout, reason):
     model = StyleModel(ManifestEntry("s", "s.png"), "0" * 64, "m.weights.h5", {"heldout": heldout}, None)
-    refusal = PrepareFn(None, FFJob(gate_steps=2))._refusal(model)
+    refusal = gate_refusal(model, FFJob(gate_steps=2))
     assert refusal.error_type == "quality_gate" and reason in str(refusal)
     accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5)
-    assert PrepareFn(None, FFJob())._refusal(model._replace(card={"heldout": accepted})) is None
+    assert gate_refusal(model._replace(card={"heldout": accepted}), FFJob(gate_steps=2)) is None

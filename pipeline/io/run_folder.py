@@ -12,9 +12,13 @@ line. Images stay (--skip-existing reuses them).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import re
+import socket
 
 import fsspec
 
@@ -33,6 +37,10 @@ RECORD_FOLDERS = {
 SINK_TEMPORARY = re.compile(r"beam-temp-.+")
 #: Everything a run writes directly in OUTPUT.
 TOOL_NAMES = ("images", *RECORD_FOLDERS, CONTACT_SHEET, RUN_RECORD)
+#: The folders under OUTPUT that a run writes in or cleans up (models: the default --ff-model-dir).
+OWNED_FOLDERS = ("images", "models", *RECORD_FOLDERS)
+#: The lock a run holds on a local OUTPUT for as long as it runs (one run at a time per folder).
+LOCK_FILE = ".toonbeam.lock"
 RECORD_FORMAT = 1
 #: What each record folder holds, as a message names it.
 RECORD_NAMES = {"report": "the report", "errors": "the dead letters", "curves": "the loss curves"}
@@ -90,6 +98,8 @@ def check_output(output: str) -> None:
     if not fs.isdir(path):
         raise OutputError(f"--output {output} is a file, not a folder")
     root = path.rstrip("/")
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        _check_no_links(output, root)
     if read_run_record(output) is None:
         present = [name for name in _names(fs, root) if name in TOOL_NAMES]
         if present:
@@ -104,6 +114,35 @@ def check_output(output: str) -> None:
             f"--output {output}: {foreign} was not written by Toonbeam, and a run replaces "
             f"{'/, '.join(RECORD_FOLDERS)}/; move it away first"
         )
+
+
+def _check_no_links(output: str, root: str) -> None:
+    """A local OUTPUT's folders that a run writes in or cleans up (images/, models/, report/, errors/,
+    curves/ and every folder under images/ and models/) are real folders inside OUTPUT: a symbolic link
+    there would make the run write, replace and delete files wherever it leads."""
+    for name in OWNED_FOLDERS:
+        top = os.path.join(root, name)
+        for folder in [top, *_subfolders(top)]:
+            if os.path.islink(folder):
+                raise OutputError(
+                    f"--output {output}: {os.path.relpath(folder, root)} is a symbolic link (to {os.readlink(folder)}); "
+                    "a run writes and cleans up only inside --output: replace it with a folder"
+                )
+
+
+def _files_under(folder: str) -> list[str]:
+    """Every file under `folder`, never following a symbolic link (`folder` itself included)."""
+    if os.path.islink(folder):
+        return []
+    return [os.path.join(parent, name) for parent, _, names in os.walk(folder, followlinks=False) for name in names]
+
+
+def _subfolders(folder: str) -> list[str]:
+    """Every folder under `folder`, symbolic links to folders included, never followed."""
+    found = []
+    for parent, names, _ in os.walk(folder, followlinks=False):
+        found += [os.path.join(parent, name) for name in names]
+    return found
 
 
 def check_replaceable(output: str, name: str) -> None:
@@ -196,9 +235,67 @@ def remove_stale_temporaries(output: str) -> None:
     if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or not fs.isdir(path):
         return
     root = path.rstrip("/")
-    images = fs.find(f"{root}/images") if fs.isdir(f"{root}/images") else []
+    images = _files_under(f"{root}/images")
     image_names = (".png", ".png" + outputs.SIDECAR_SUFFIX)
     stale = [p for p in images if (storage.temporary_of(p) or "").endswith(image_names)]
     stale += [f"{root}/{n}" for n in _names(fs, root) if storage.temporary_of(n) in (CONTACT_SHEET, RUN_RECORD)]
     for name in stale:
         fs.rm(name)
+
+
+# ------------------------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def output_lock(output: str, run_id: str):
+    """Hold OUTPUT/.toonbeam.lock for the block: OutputError, naming the holder, when another run holds
+    it (a second run's clean-up would delete the first one's files and mix both in one report).
+
+    An advisory `flock` on a local folder, which the kernel releases when its process ends however it
+    ends (a SIGKILLed run leaves no stale lock); the file holds the holder's pid, host and run id for the
+    message, and is removed at the end. Object stores (gs://, s3://) have no such lock: one run at a time."""
+    fs, path = fsspec.core.url_to_fs(output)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        yield
+        return
+    lock = os.path.join(path, LOCK_FILE)
+    try:
+        os.makedirs(path, exist_ok=True)
+        descriptor = _acquire(lock)
+    except BlockingIOError:
+        raise OutputError(
+            f"--output {output} is in use by another run ({_holder(lock)}); run one run at a time per output folder"
+        ) from None
+    except OSError as exc:
+        raise OutputError(f"--output {output} cannot be written: {exc}") from None
+    try:
+        os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id}).encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock)  # while still held: a run waiting on this file sees it gone and takes a new one
+        os.close(descriptor)
+
+
+def _acquire(lock: str) -> int:
+    """A descriptor of `lock` holding its exclusive flock (BlockingIOError while another holds it). A
+    file removed by its holder between our open and our flock is not the lock any more: open again."""
+    while True:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.exists(lock) and os.path.samestat(os.fstat(descriptor), os.stat(lock)):
+                os.ftruncate(descriptor, 0)
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
+
+
+def _holder(lock: str) -> str:
+    try:
+        holder = json.loads(storage.read_bytes(lock))
+        return f"pid {holder['pid']} on {holder['host']}, run {holder['run_id']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its lock file is unreadable"

@@ -317,6 +317,20 @@ def _http_get(uri: str, policy: ReadPolicy) -> bytes:
         raise ReadError(f"HTTP request failed: {type(exc).__name__}: {exc}") from exc
 
 
+def check_addresses(uri: str, policy: ReadPolicy) -> None:
+    """AddressNotAllowed when the host of an http(s) `uri` resolves to an address `policy` refuses, found
+    before any request: for a URI that is also written to (--ff-model-dir), whose uploads do not go
+    through the policy's session."""
+    if scheme(uri) not in ("http", "https"):
+        return
+    check_well_formed(uri)
+    from yarl import URL
+
+    host = URL(uri).host
+    for info in socket.getaddrinfo(host, None):
+        _check_address(host, info[4][0], policy.http_allowed_addresses)
+
+
 def address_kind(address: str) -> str:
     """"public", "private", "loopback", "link-local", "unspecified", "multicast" or "reserved".
 

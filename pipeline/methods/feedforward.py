@@ -5,9 +5,11 @@ Steps:
   TrainingPhotos  a seeded sample of --ff-train-content (default: --content), at most --ff-train-images,
                   decoded and resized once (broken photos are skipped and counted);
   Train           one unit per style: reuse the model under the model folder when one with the same hash
-                  exists (the style's bytes and every training setting), else train it, score it on the
-                  held-out photos against NST (the quality gate's figures) and write the weights and
-                  their card; a report row of method `feedforward_train`;
+                  exists (the style's bytes and every training setting) and checks out (its card, its
+                  weights' SHA-256, not trained on photos since fixed; scored again for other
+                  --ff-gate-steps), else train it, score it on the held-out photos against NST (the
+                  quality gate's figures) and write the weights and their card (pipeline.io.model_store);
+                  a report row of method `feedforward_train`;
   TriagePairs     (pipeline.pairs) what needs no work;
   Prepare         each content read, hashed and decoded once, then keyed by style for every pending pair;
   Apply           Beam's RunInference with a KeyedModelHandler around `StyleNetworkHandler`: batched, each
@@ -17,7 +19,6 @@ Steps:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -30,13 +31,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.utils import shared
 
-from pipeline.errors import UnitError, classify
-from pipeline.io import outputs, storage
-from pipeline.io.manifests import ListAndSpread, ManifestEntry, read_manifest
-from pipeline.io.weights import local_weights
+from pipeline.errors import UnitError, classify, one_line
+from pipeline.io import model_store, outputs, storage
+from pipeline.io.manifests import ManifestEntry, ManifestRules, ReadManifest, load_manifest
 from pipeline.methods import Method
 from pipeline.models import WithSharedExtractor, check_neural_options, check_worker_backend, worker_columns
-from pipeline.options import ff_settings, nst_settings
+from pipeline.options import allowed_schemes, ff_settings, manifest_rules, nst_settings, read_policy
 from pipeline.pairs import PairTriageFn, fail_pairs, pending_styles, read_content_of_pairs
 from pipeline.units import (
     DEAD_LETTERS,
@@ -57,13 +57,13 @@ from transforms.feedforward.settings import MIN_DEPENDENCE, FFSettings
 from transforms.feedforward.settings import check_settings as check_training
 from transforms.feedforward.training import train
 from transforms.nst import controls
+from transforms.nst.inputs import NST_MIN_SIDE
 from transforms.nst.optimize import content_targets, evaluate_losses, style_targets
 from transforms.nst.pyramid import output_shape
 from transforms.nst.settings import NSTSettings
 
 #: The report's method of a training unit (one per style); pairs are "feedforward".
 TRAIN_METHOD = "feedforward_train"
-CARD_FORMAT = 2  # 2: held-out scores include the quality panel (structure, faces, photo dependence)
 #: Settings that never change a network's weights, left out of the model hash.
 _NOT_TRAINING = dict(loss_every=0, apply_batch=0)
 
@@ -78,6 +78,7 @@ class FFJob:
     weights: str = "imagenet"
     model_dir: str = "out/models"
     train_content: str = ""
+    train_rules: ManifestRules = ManifestRules()  # how train_content is read: the run's, as --content
     train_images: int = 16
     heldout_images: int = 2
     gate_steps: int = 100
@@ -117,9 +118,12 @@ class FFJob:
         return dict(max_dim=c.max_dim, output_size=c.output_size, max_output_dim=c.max_output_dim,
                     style_strength=c.style_strength, preserve_colors=c.preserve_colors)
 
-    def recipe(self, content: ManifestEntry, style: ManifestEntry) -> str:
+    def recipe(self, content: ManifestEntry, style: ManifestEntry, weights_sha256: str | None) -> str:
+        """A pair's recipe names its model's weights, so that --skip-existing redoes the pairs of a
+        model trained again (other photos, a model replaced) instead of keeping the old network's images."""
         return outputs.recipe_digest(
-            method="feedforward", params=self.params_hash(), content_uri=content.uri, style_uri=style.uri
+            method="feedforward", params=self.params_hash(), content_uri=content.uri, style_uri=style.uri,
+            weights_sha256=weights_sha256,
         )
 
     def scores(self, content: ManifestEntry, style: ManifestEntry) -> bool:
@@ -127,15 +131,15 @@ class FFJob:
         `score_fraction` of the pairs, the same in every run."""
         return controls.pair_seed(self.settings.seed, "ff-score", content.id, style.id) < self.score_fraction * 2**63
 
+    def pair_recipe(self, content: ManifestEntry, style: ManifestEntry, models: list) -> str:
+        """`recipe` with the weights of `style`'s model in `models` (none: nothing to skip)."""
+        weights = next((model.weights_sha256 for model in models if model.entry == style), None)
+        return self.recipe(content, style, weights)
+
     def on_worker(self, units: UnitContext) -> UnitContext:
         """`units` with what only a worker knows (backend, device), on the backend --backend asked for."""
         check_worker_backend(self.backend)
         return units.with_columns(**worker_columns(self.extractor))
-
-
-def card_uri(model_uri: str) -> str:
-    """The JSON card beside a model's weights."""
-    return model_uri[: -len(".weights.h5")] + ".json"
 
 
 class TrainingPhoto(typing.NamedTuple):
@@ -159,6 +163,10 @@ class StyleModel(typing.NamedTuple):
     error: tuple[str, str] | None = None
     fingerprint: dict | None = None  # of the style image as read (its outputs' sidecars record it)
 
+    @property
+    def weights_sha256(self) -> str | None:
+        return None if self.card is None else self.card["weights_sha256"]
+
 
 class StyleExample(typing.NamedTuple):
     """What RunInference gets for one pair: the content (prepared once for all its styles) and the
@@ -171,6 +179,19 @@ class StyleExample(typing.NamedTuple):
     base: dict  # the pair's report columns so far
     seconds_decode: float  # this pair's share of reading and decoding the content
     fingerprints: dict | None = None  # the inputs' fingerprints by role, for the output's sidecar
+    weights_sha256: str | None = None  # the model's weights as its card recorded them (checked on load)
+
+
+class ModelFailure(typing.NamedTuple):
+    """What RunInference gives for an example whose network could not be loaded: the pair's error."""
+
+    error_type: str
+    message: str
+
+
+#: The shortest side a training photo may have at --max-dim: held-out scoring runs NST on it, and a
+#: banner (200x20) would fail the whole style's training; such a photo is skipped as unusable.
+TRAINING_MIN_SIDE = NST_MIN_SIDE
 
 
 def _sample_key(seed: int, entry: ManifestEntry) -> int:
@@ -190,8 +211,10 @@ class LoadTrainingPhotoFn(beam.DoFn):
         try:
             source = self._units.read(entry)
             sha256 = source.sha256
-            rgb = self._units.decode(source.data)
-            yield TrainingPhoto(entry.id, sha256, images.to_float01(images.resize_to_max_dim(rgb, self._job.controls.max_dim)))
+            photo = images.resize_to_max_dim(self._units.decode(source.data), self._job.controls.max_dim)
+            images.check_min_side(photo, TRAINING_MIN_SIDE, f"for training or held-out scoring at --max-dim "
+                                                            f"{self._job.controls.max_dim}")
+            yield TrainingPhoto(entry.id, sha256, images.to_float01(photo))
         except Exception as exc:  # noqa: BLE001 - a broken training photo is skipped, never fatal
             Metrics.counter(NAMESPACE, "ff_training_photos_skipped").inc()
             yield TrainingPhoto(entry.id, sha256, None, " ".join(classify(exc)))
@@ -210,7 +233,7 @@ class TrainingPhotos(beam.PTransform):
         seed, count = self._job.settings.seed, self._job.train_images
         return (
             pbegin
-            | "List" >> ListAndSpread(self._job.train_content, read_manifest)
+            | "List" >> ReadManifest(self._job.train_content, self._job.train_rules)
             | "Usable" >> beam.Filter(lambda entry: entry.error is None)
             | "Sample" >> beam.combiners.Top.Of(count, key=lambda entry: -_sample_key(seed, entry))
             | "Each" >> beam.FlatMap(lambda sample: sample)
@@ -232,6 +255,49 @@ class TrainingProgress(keras.callbacks.Callback):
         progress.record_steps(f"training {self._style_id}", (epoch + 1) * every, self._settings.train_steps)
 
 
+def split_photos(photos: list, heldout_images: int) -> tuple[list, list, list]:
+    """(trained on, held out, broken ids) of the sampled training photos: the usable ones by id, the last
+    `heldout_images` of them held out when more than that many are usable."""
+    usable = sorted((p for p in photos if p.image is not None), key=lambda p: p.id)
+    broken = sorted(p.id for p in photos if p.image is None)
+    # not usable[-n:]: with --ff-heldout-images 0 that is every photo, and nothing is left to train on
+    heldout = usable[len(usable) - heldout_images :] if len(usable) > heldout_images else []
+    return usable[: len(usable) - len(heldout)], heldout, broken
+
+
+def training_digest(trained_on: list) -> str:
+    """What a model was trained on: a digest of its training photos' bytes (the card records it)."""
+    return sha256_hex("\n".join(sorted(p.sha256 for p in trained_on)).encode())
+
+
+def outdated(card: dict, photos: list, job: FFJob) -> bool:
+    """Whether a model trained on a degraded set (broken photos, or no held-out score though one was
+    asked for) should be trained again: when this run's usable photos differ from those it was trained
+    on (the photos were fixed). A model trained on a sound set is kept as the catalog grows."""
+    degraded = card["training_set"]["broken"] or (card["heldout"] is None and job.heldout_images > 0)
+    trained_on, _, _ = split_photos(photos, job.heldout_images)
+    return bool(degraded) and card["training_set"]["digest"] != training_digest(trained_on)
+
+
+def network_bytes(network: keras.Model) -> bytes:
+    """The network's weights as the bytes of a `.weights.h5` file (Keras writes local files only)."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, "network.weights.h5")
+        ff_network.save_network(network, local)
+        with open(local, "rb") as handle:
+            return handle.read()
+
+
+def network_from_bytes(data: bytes, settings: FFSettings) -> keras.Model:
+    """The network whose `.weights.h5` bytes are `data` (read under the run's policy, never opened in
+    place: Keras would open a FIFO or a device and wait)."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, "network.weights.h5")
+        with open(local, "wb") as handle:
+            handle.write(data)
+        return ff_network.load_network(local, settings)
+
+
 class TrainFn(WithSharedExtractor):
     """One style: its model reused from the model folder or trained, scored and written (main output:
     StyleModel), and the training unit's report row (on ROWS)."""
@@ -250,18 +316,21 @@ class TrainFn(WithSharedExtractor):
                 base.update(style_sha256=sha256, params_hash=job.model_hash(sha256))
                 model_uri = job.model_uri(entry.id, sha256)
                 grams = style_targets(self._extractor, style)
-                card = _read_card(model_uri)
-                reused = card is not None and card.get("model_hash") == base["params_hash"]
+                card, network = self._reusable(model_uri, base["params_hash"], photos)
+                reused = card is not None
                 if not reused:
                     with watch.phase("compute"):
                         card = self._train(entry, sha256, model_uri, style, photos)
+                elif card["heldout"] is not None and card["heldout"]["gate_steps"] != job.gate_steps:
+                    with watch.phase("compute"):
+                        card = self._rescore(model_uri, card, network, style, photos)
         except Exception as exc:  # noqa: BLE001 - a style that cannot be trained fails its pairs, not the run
             error_type, message = classify(exc)
             row = units.error(base, exc, watch.seconds.get("total"), f"style {entry.uri}")
             yield beam.pvalue.TaggedOutput(ROWS, row)
             yield StyleModel(entry, sha256, None, None, None, (error_type, f"style {entry.id} has no model: {message}"))
             return
-        heldout = card.get("heldout") or {}
+        heldout = card["heldout"] or {}
         row = dict(
             base, output_uri=model_uri, model_uri=model_uri, steps=card["settings"]["train_steps"],
             loss_total=heldout.get("ff_total"), loss_content=heldout.get("ff_content"),
@@ -274,62 +343,77 @@ class TrainFn(WithSharedExtractor):
         yield beam.pvalue.TaggedOutput(ROWS, units.skipped(row) if reused else units.ok(row))
         yield StyleModel(entry, sha256, model_uri, card, grams, None, source.fingerprint)
 
+    def _reusable(self, model_uri: str, model_hash: str, photos: list) -> tuple[dict | None, keras.Model | None]:
+        """(card, network) of the model under `model_uri` when it can be reused; (None, None) when it must
+        be trained (again): missing, half-written, a card of the wrong shape, weights that are not the
+        card's or do not load, or `outdated`. A model file that cannot be read (a FIFO, a time-out) raises:
+        its style's units report it, and nothing is replaced."""
+        policy = self._units.run.read_policy
+        try:
+            card = model_store.read_card(model_uri, policy)
+            if card is None or card["model_hash"] != model_hash or outdated(card, photos, self._job):
+                return None, None
+            data = model_store.read_weights(model_uri, card["weights_sha256"], policy)
+        except storage.ReadError as exc:
+            raise UnitError(exc.error_type, f"model {model_uri}: {exc}") from exc
+        except (FileNotFoundError, model_store.ModelMismatch):  # gone, or not the card's: trained again
+            return None, None
+        try:
+            return card, network_from_bytes(data, self._job.settings)
+        except Exception:  # noqa: BLE001 - truncated, not HDF5, another architecture: trained again
+            return None, None
+
     def _train(self, entry, sha256, model_uri, style, photos) -> dict:
         """Train on the sampled photos but the held-out ones, score on those, write weights and card."""
         job = self._job
-        usable = sorted((p for p in photos if p.image is not None), key=lambda p: p.id)
-        broken = sorted(p.id for p in photos if p.image is None)
-        if not usable:
+        trained_on, heldout, broken = split_photos(photos, job.heldout_images)
+        if not trained_on:
             raise UnitError(
                 "no_training_data",
                 f"no usable training photo in {job.train_content} ({len(photos)} sampled, {len(broken)} broken)",
             )
-        # not usable[-n:]: with --ff-heldout-images 0 that is every photo, and nothing is left to train on
-        heldout = usable[len(usable) - job.heldout_images :] if len(usable) > job.heldout_images else []
-        trained_on = usable[: len(usable) - len(heldout)]
         result = train(self._extractor, [p.image for p in trained_on], style, job.training,
                        callbacks=[TrainingProgress(entry.id, job.training)])
-        gate_start = time.perf_counter()
-        scores = None
-        if heldout:
-            scores = evaluate_heldout(result.network, self._extractor, [p.image for p in heldout], style,
-                                      max_dim=job.controls.max_dim, nst_steps=job.gate_steps,
-                                      detector=quality.FaceDetector()).summary
         card = dict(
-            format=CARD_FORMAT, style_id=entry.id, style_uri=entry.uri, style_sha256=sha256,
+            style_id=entry.id, style_uri=entry.uri, style_sha256=sha256,
             model_hash=job.model_hash(sha256), model_uri=model_uri, settings=dataclasses.asdict(job.training),
             extractor=job.extractor, weights=job.weights, backend=keras.backend.backend(),
             run_id=self._units.run.run_id,
             training_set=dict(
                 spec=job.train_content, photos=[p.id for p in trained_on], broken=broken,
-                digest=sha256_hex("\n".join(sorted(p.sha256 for p in trained_on)).encode()),
+                digest=training_digest(trained_on),
             ),
             steps=job.training.train_steps, seconds_train=result.seconds, final_loss=result.final_loss,
-            history=result.history,
-            heldout=None if scores is None else dict(
-                photos=[p.id for p in heldout], gate_steps=job.gate_steps,
-                seconds=time.perf_counter() - gate_start, **scores,
-            ),
+            history=result.history, heldout=self._score(result.network, style, heldout),
         )
-        with tempfile.TemporaryDirectory() as folder:
-            local = os.path.join(folder, "network.weights.h5")
-            ff_network.save_network(result.network, local)
-            with open(local, "rb") as handle:
-                storage.write_atomic(model_uri, handle.read())
-        storage.write_atomic(card_uri(model_uri), json.dumps(card, indent=1, sort_keys=True).encode())
+        card = model_store.write_model(model_uri, network_bytes(result.network), card)
         Metrics.counter(NAMESPACE, "ff_models_trained").inc()
         return card
 
-
-def _read_card(model_uri: str) -> dict | None:
-    """The card of a model whose weights and card both exist, else None (then it is trained)."""
-    try:
-        if not storage.exists(model_uri):
+    def _score(self, network, style, heldout: list) -> dict | None:
+        """The held-out figures of the quality gate: `network` against --ff-gate-steps NST steps on the
+        held-out photos (None without any)."""
+        if not heldout:
             return None
-        card = json.loads(storage.read_bytes(card_uri(model_uri)))
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) and card.get("format") == CARD_FORMAT else None
+        start = time.perf_counter()
+        job = self._job
+        scores = evaluate_heldout(network, self._extractor, [p.image for p in heldout], style,
+                                  max_dim=job.controls.max_dim, nst_steps=job.gate_steps,
+                                  detector=quality.FaceDetector()).summary
+        return dict(photos=[p.id for p in heldout], gate_steps=job.gate_steps, seconds=time.perf_counter() - start,
+                    **scores)
+
+    def _rescore(self, model_uri, card, network, style, photos) -> dict:
+        """A reused model scored against another number of NST steps is scored again against this run's
+        --ff-gate-steps (its card updated), so that the gate never compares with another reference. Without
+        held-out photos now, the card stays, and the gate refuses a figure for other steps."""
+        _, heldout, _ = split_photos(photos, self._job.heldout_images)
+        scores = self._score(network, style, heldout)
+        if scores is None:
+            return card
+        card = dict(card, heldout=scores)
+        model_store.write_card(model_uri, card)
+        return card
 
 
 class PrepareFn(beam.DoFn):
@@ -361,14 +445,15 @@ class PrepareFn(beam.DoFn):
             return
         share = watch.seconds["decode"] / len(pending)
         for model in pending:
-            refusal = self._refusal(model)
+            refusal = gate_refusal(model, self._job)
             base = dict(bases[model.entry], model_uri=model.model_uri)
             if refusal is not None:
                 subject = pair_subject(entry, model.entry)
                 yield from units.failed(base, refusal, share, entry, model.entry, subject=subject, row_tag=ROWS)
                 continue
             fingerprints = {"content": source.fingerprint, "style": model.fingerprint}
-            yield model.entry.id, StyleExample(entry, model.entry, image, model.model_uri, base, share, fingerprints)
+            yield model.entry.id, StyleExample(entry, model.entry, image, model.model_uri, base, share, fingerprints,
+                                               model.weights_sha256)
 
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
         """The photo at the size the network runs at: --max-dim, or the --output-size (no pyramid: the
@@ -379,58 +464,84 @@ class PrepareFn(beam.DoFn):
         image = images.to_float01(images.resize(rgb, (height, width)))
         return images.check_min_side(image, ff_network.MIN_SIDE, "for the feed-forward network")
 
-    def _refusal(self, model: StyleModel) -> UnitError | None:
-        if model.error:
-            return UnitError(*model.error)
-        job = self._job
-        heldout = (model.card or {}).get("heldout")
-        if heldout is None:
-            if job.max_loss_ratio is None:
-                return None
-            return UnitError("quality_gate", f"model {model.model_uri} has no held-out score (too few training "
-                                             f"photos to hold any out), --ff-max-loss-ratio {job.max_loss_ratio:g} "
-                                             "refuses it")
-        reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None,
-                                reference=f"{job.gate_steps} NST steps")
-        if reasons:
-            return UnitError("quality_gate", f"model {model.model_uri} is refused: {'; '.join(reasons)} "
-                                             "(--ff-min-dependence, --ff-max-loss-ratio)")
-        return None
+
+def gate_refusal(model: StyleModel, job: FFJob) -> UnitError | None:
+    """Why the pairs of `model`'s style are not applied (its training failed, or the quality gate refuses
+    its held-out figures: `gate_failures`, against this run's --ff-gate-steps), or None."""
+    if model.error:
+        return UnitError(*model.error)
+    heldout = model.card["heldout"]
+    if heldout is None:
+        if job.max_loss_ratio is None:
+            return None
+        return UnitError("quality_gate", f"model {model.model_uri} has no held-out score (too few training "
+                                         f"photos to hold any out), --ff-max-loss-ratio {job.max_loss_ratio:g} "
+                                         "refuses it")
+    steps = heldout["gate_steps"]
+    if steps != job.gate_steps:
+        return UnitError("quality_gate", f"model {model.model_uri} was scored against {steps} NST steps, not "
+                                         f"--ff-gate-steps {job.gate_steps}, and no held-out photo is left to "
+                                         "score it again")
+    reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None, reference=f"{steps} NST steps")
+    if reasons:
+        return UnitError("quality_gate", f"model {model.model_uri} is refused: {'; '.join(reasons)} "
+                                         "(--ff-min-dependence, --ff-max-loss-ratio)")
+    return None
 
 
 class NetworkCache:
-    """The networks of one worker process, each loaded once, on first use (RunInference's "model")."""
+    """The networks of one worker process, each loaded once, on first use (RunInference's "model"), from
+    weights read under the run's policy and checked against their card's SHA-256."""
 
-    def __init__(self, settings: FFSettings):
+    def __init__(self, settings: FFSettings, policy: storage.ReadPolicy):
         self._settings = settings
-        self._networks: dict[str, keras.Model] = {}
+        self._policy = policy
+        self._networks: dict[tuple, keras.Model] = {}
 
-    def get(self, model_uri: str) -> keras.Model:
-        if model_uri not in self._networks:
-            self._networks[model_uri] = ff_network.load_network(local_weights(model_uri), self._settings)
+    def get(self, model_uri: str, weights_sha256: str) -> keras.Model:
+        key = (model_uri, weights_sha256)
+        if key not in self._networks:
+            data = model_store.read_weights(model_uri, weights_sha256, self._policy)
+            self._networks[key] = network_from_bytes(data, self._settings)
             Metrics.counter(NAMESPACE, "ff_model_loads").inc()
-        return self._networks[model_uri]
+        return self._networks[key]
+
+
+def model_failure(model_uri: str, exc: Exception) -> ModelFailure:
+    """The pairs' error when their network cannot be loaded: a read's own type (not_a_file, timeout, ...),
+    else model_error (replaced since it was checked, truncated, another architecture)."""
+    if isinstance(exc, (storage.ReadError, FileNotFoundError)):
+        return ModelFailure(*classify(exc))
+    return ModelFailure("model_error", one_line(f"model {model_uri} cannot be loaded: {type(exc).__name__}: {exc}"))
 
 
 class StyleNetworkHandler(ModelHandler):
     """RunInference's model handler: StyleExample -> (stylised image, seconds), batched; images of one
-    network and one size run as one batch. Wrapped in a KeyedModelHandler keyed by style."""
+    network and one size run as one batch. Wrapped in a KeyedModelHandler keyed by style. A network that
+    cannot be loaded gives its examples a ModelFailure (error rows), never a failed bundle."""
 
-    def __init__(self, settings: FFSettings):
+    def __init__(self, settings: FFSettings, policy: storage.ReadPolicy = storage.ReadPolicy()):
         super().__init__(max_batch_size=settings.apply_batch)
         self._settings = settings
+        self._policy = policy
 
     def load_model(self) -> NetworkCache:
-        return NetworkCache(self._settings)
+        return NetworkCache(self._settings, self._policy)
 
     def run_inference(self, batch, model: NetworkCache, inference_args=None):
         groups: dict[tuple, list[StyleExample]] = {}
         for example in batch:
-            groups.setdefault((example.model_uri, example.image.shape), []).append(example)
+            groups.setdefault((example.model_uri, example.weights_sha256, example.image.shape), []).append(example)
         results = {}
-        for (model_uri, _), group in groups.items():
+        for (model_uri, weights_sha256, _), group in groups.items():
+            try:
+                network = model.get(model_uri, weights_sha256)
+            except Exception as exc:  # noqa: BLE001 - the style's pairs fail, not the run
+                failure = model_failure(model_uri, exc)
+                results.update({id(example): PredictionResult(example, failure, model_uri) for example in group})
+                continue
             start = time.perf_counter()
-            stylised = ff_network.apply(model.get(model_uri), np.stack([e.image for e in group]))
+            stylised = ff_network.apply(network, np.stack([e.image for e in group]))
             seconds = (time.perf_counter() - start) / len(group)
             for example, image in zip(group, stylised):
                 results[id(example)] = PredictionResult(example, (image, seconds), model_uri)
@@ -456,9 +567,13 @@ class FinishFn(WithSharedExtractor):
         units, settings = self._units, self._job.controls
         _, prediction = keyed
         example: StyleExample = prediction.example
+        subject = pair_subject(example.content, example.style)
+        if isinstance(prediction.inference, ModelFailure):
+            failure = UnitError(*prediction.inference)
+            yield from units.failed(example.base, failure, None, example.content, example.style, subject=subject)
+            return
         stylised, seconds_apply = prediction.inference
         grams = next(m.grams for m in models if m.entry == example.style)
-        subject = pair_subject(example.content, example.style)
         watch = Stopwatch()
         try:
             with watch.phase("compute"):
@@ -478,7 +593,7 @@ class FinishFn(WithSharedExtractor):
             )
             output_uri = units.output_uri(example.content.id, example.style.id)
             with watch.phase("write"):
-                recipe = self._job.recipe(example.content, example.style)
+                recipe = self._job.recipe(example.content, example.style, example.weights_sha256)
                 units.write_image(output_uri, written, recipe, row, example.fingerprints)
         except Exception as exc:  # noqa: BLE001
             yield from units.failed(example.base, exc, None, example.content, example.style, subject=subject)
@@ -516,6 +631,28 @@ class FeedForward(Method):
             raise ValueError("--ff-train-images and --ff-gate-steps must be at least 1, --ff-heldout-images at least 0")
         if toon.style_blend:
             raise ValueError("--style-blend is for --method nst only (a feed-forward network is trained per style)")
+        cls._check_locations(toon, dry_run)
+
+    @staticmethod
+    def _check_locations(toon, dry_run: bool) -> None:
+        """--ff-model-dir and --ff-train-content obey the run's read policy as --content does, before any
+        request (a model folder is also written to: an upload must not reach a refused host); the training
+        photos must exist. Offline with `dry_run`: the schemes only."""
+        policy = read_policy(toon)
+        for flag, uri in (("--ff-model-dir", toon.ff_model_dir), ("--ff-train-content", toon.ff_train_content)):
+            if not uri:
+                continue
+            try:
+                storage.check_scheme(uri, allowed_schemes(toon))
+                if not dry_run:
+                    storage.check_addresses(uri, policy)
+            except OSError as exc:
+                raise ValueError(f"{flag} {uri}: {exc}") from None
+        if toon.ff_train_content and not dry_run:
+            try:
+                load_manifest(toon.ff_train_content, manifest_rules(toon))
+            except ValueError as exc:
+                raise ValueError(f"--ff-train-content {exc}") from None
 
     @classmethod
     def from_options(cls, run: RunContext, toon, previous=None) -> FeedForward:
@@ -523,7 +660,8 @@ class FeedForward(Method):
         job = FFJob(
             settings=ff_settings(toon), controls=controls_, extractor=toon.extractor, weights=toon.weights,
             model_dir=toon.ff_model_dir or storage.join_uri(run.output, "models"),
-            train_content=toon.ff_train_content or toon.content, train_images=toon.ff_train_images,
+            train_content=toon.ff_train_content or toon.content, train_rules=manifest_rules(toon),
+            train_images=toon.ff_train_images,
             heldout_images=toon.ff_heldout_images, gate_steps=toon.ff_gate_steps,
             max_loss_ratio=toon.ff_max_loss_ratio, min_dependence=toon.ff_min_dependence,
             score_fraction=toon.ff_score_fraction, backend=toon.backend,
@@ -548,14 +686,15 @@ class FeedForward(Method):
         ).with_outputs(ROWS, main="models")
         models = beam.pvalue.AsList(trained.models)
         triaged = inputs["contents"] | "TriagePairs" >> beam.ParDo(
-            PairTriageFn(units, job.recipe, job.on_worker), styles=beam.pvalue.AsList(inputs["styles"])
+            PairTriageFn(units, job.pair_recipe, job.on_worker), styles=beam.pvalue.AsList(inputs["styles"]),
+            models=models,
         ).with_outputs(ROWS, DEAD_LETTERS, main="todo")
         prepared = triaged.todo | "Prepare" >> beam.ParDo(
             PrepareFn(units, job), models=models, **self.previous_side_input()
         ).with_outputs(DEAD_LETTERS, ROWS, main="examples")
         finished = (
             prepared.examples
-            | "Apply" >> RunInference(KeyedModelHandler(StyleNetworkHandler(job.settings)))
+            | "Apply" >> RunInference(KeyedModelHandler(StyleNetworkHandler(job.settings, units.run.read_policy)))
             | "Finish" >> beam.ParDo(FinishFn(units, handle, job), models=models).with_outputs(DEAD_LETTERS, main="rows")
         )
         return {

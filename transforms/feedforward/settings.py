@@ -4,6 +4,7 @@ loading TensorFlow or JAX). bench/FF_RESEARCH.md has the measurements behind the
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,12 @@ MIN_DEPENDENCE = 0.3
 
 OUTPUTS = ("residual", "sigmoid")
 PRECISIONS = ("auto", "float32", "bfloat16")
+#: The conv layers of Keras's VGG19 (the training's loss network), the names `content_layer` may take.
+VGG19_CONV_LAYERS = tuple(
+    f"block{block}_conv{conv}" for block, convs in enumerate((2, 2, 4, 4, 4), start=1) for conv in range(1, convs + 1)
+)
+#: The largest seed: the network's initialisers are seeded with seed x 1000 + layer, which must fit 64 bits.
+MAX_SEED = 2**31 - 1
 
 
 def check_settings(settings: FFSettings) -> FFSettings:
@@ -74,8 +81,17 @@ def check_settings(settings: FFSettings) -> FFSettings:
                          f"{settings.laplacian_weight!r} and {settings.laplacian_pool!r}")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
-    if not (settings.learning_rate > 0 and 0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
-        raise ValueError("learning_rate must be > 0, final_lr_fraction in [0, 1] and warmup_steps >= 0")
-    if not settings.content_layer.startswith("block") or "_conv" not in settings.content_layer:
-        raise ValueError(f"content_layer must be a VGG19 conv layer such as block5_conv2, got {settings.content_layer!r}")
+    if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {settings.learning_rate!r}")
+    if not (0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
+        raise ValueError("final_lr_fraction must be in [0, 1] and warmup_steps >= 0")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value >= 0):  # NaN or inf trains a NaN network: black images
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not 0 <= settings.seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {settings.seed!r}")
+    if settings.content_layer not in VGG19_CONV_LAYERS:
+        raise ValueError(f"content_layer must be a VGG19 conv layer (block1_conv1 .. block5_conv4), "
+                         f"got {settings.content_layer!r}")
     return settings
