@@ -46,8 +46,11 @@ def _catalog(tmp_path, contents=3, styles=2):
     return tmp_path / "content", tmp_path / "style"
 
 
-def _run(content, style, output, *extra):
-    app.run(["--content", str(content), "--style", str(style), "--output", str(output), *TINY, *extra])
+def _run(content, style, output, *extra, counters=None):
+    """The report rows by (method, content, style); `counters` (a dict) gets the run's Beam counters."""
+    _, result = app.run(["--content", str(content), "--style", str(style), "--output", str(output), *TINY, *extra])
+    for counter in result.metrics().query()["counters"]:
+        (counters if counters is not None else {})[counter.key.metric.name] = counter.committed
     rows = pq.read_table(str(output / "report")).to_pylist()
     return {(r["method"], r["content_id"], r["style_id"]): r for r in rows}
 
@@ -58,7 +61,9 @@ def _no_training(*args, **kwargs):
 
 def test_trains_once_per_style_then_stylises_every_pair(tmp_path):
     content, style = _catalog(tmp_path)
-    rows = _run(content, style, tmp_path / "out")
+    counters = {}
+    rows = _run(content, style, tmp_path / "out", counters=counters)
+    assert counters["ff_training_steps"] == 2 * 10  # each style's steps, counted as training goes
     train_rows = {k: r for k, r in rows.items() if k[0] == "feedforward_train"}
     pair_rows = {k: r for k, r in rows.items() if k[0] == "feedforward"}
     assert sorted(k[2] for k in train_rows) == ["s0", "s1"] and all(k[1] is None for k in train_rows)

@@ -37,7 +37,7 @@ class FFSettings:
     content_weight: float = 1e3
     style_weight: float = 1e-3
     tv_weight: float = 30.0
-    # Structure term (Li et al. 2017): the Laplacian of the output and of the photo, average-pooled
+    # Structure term (Li et al. 2017): the Laplacian of the output's and the photo's luminance, average-pooled
     # `laplacian_pool` x `laplacian_pool`, compared pixel by pixel (transforms.nst.losses.laplacian_loss).
     laplacian_weight: float = 0.0
     laplacian_pool: int = 8
@@ -76,16 +76,15 @@ def check_settings(settings: FFSettings) -> FFSettings:
         raise ValueError(f"output must be one of {OUTPUTS}, got {settings.output!r}")
     if not 0 < settings.residual_clip < 0.5:
         raise ValueError(f"residual_clip must be in (0, 0.5), got {settings.residual_clip!r}")
-    if not (settings.laplacian_weight >= 0 and 1 <= settings.laplacian_pool <= settings.train_size // 4):
-        raise ValueError(f"laplacian_weight must be >= 0 and laplacian_pool in [1, train_size / 4], got "
-                         f"{settings.laplacian_weight!r} and {settings.laplacian_pool!r}")
+    if not 1 <= settings.laplacian_pool <= settings.train_size // 4:
+        raise ValueError(f"laplacian_pool must be in [1, train_size / 4], got {settings.laplacian_pool!r}")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
     if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {settings.learning_rate!r}")
     if not (0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
         raise ValueError("final_lr_fraction must be in [0, 1] and warmup_steps >= 0")
-    for name in ("content_weight", "style_weight", "tv_weight"):
+    for name in ("content_weight", "style_weight", "tv_weight", "laplacian_weight"):
         value = getattr(settings, name)
         if not (math.isfinite(value) and value >= 0):  # NaN or inf trains a NaN network: black images
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -76,16 +76,20 @@ def laplacian(images, pool):
 
 
 def laplacian_loss(images, photos, pool, weight=1.0):
-    """weight x mean((laplacian(images) - laplacian(photos))^2) per image: [B] (Li et al. 2017,
-    "Laplacian-Steered Neural Style Transfer"): keeps the photo's edges and shading at the pooled
-    scale, which the deep content layer does not see (bench/FF_RESEARCH.md).
+    """weight x mean((laplacian(gray images) - laplacian(gray photos))^2) per image: [B] (after Li et al.
+    2017, "Laplacian-Steered Neural Style Transfer", on the luminance): keeps the photo's edges and shading
+    at the pooled scale, which the deep content layer does not see, and leaves the colours to the style
+    (bench/FF_RESEARCH.md).
 
     >>> import numpy as np
     >>> x = np.zeros((1, 6, 6, 1), "float32"); x[0, 2:4, 2:4] = 1.0
     >>> np.asarray(laplacian_loss(x, x, 2)).tolist(), np.asarray(laplacian_loss(x, 0 * x, 2, weight=9.0)).tolist()
     ([0.0], [32.0])
     """
-    return weight * ops.mean(ops.square(laplacian(images, pool) - laplacian(photos, pool)), axis=(1, 2, 3))
+    def gray(x):
+        return ops.mean(x, axis=-1, keepdims=True)
+
+    return weight * ops.mean(ops.square(laplacian(gray(images), pool) - laplacian(gray(photos), pool)), axis=(1, 2, 3))
 
 
 def loss_terms(split, settings, features, images, content_targets, target_grams):
