@@ -75,6 +75,8 @@ FF_HELP = {
     "content_layer": "VGG19 layer of the training's content loss",
     "content_weight": "weight of the training's content loss",
     "style_weight": "weight of the training's style loss",
+    "style_target": "when > 0, the style weight is chosen per style so that the photos' own style term is this "
+    "(style images differ in scale; 0: --ff-style-weight for every style)",
     "tv_weight": "weight of the training's total variation loss",
     "laplacian_weight": "weight of the training's structure term: the photo's Laplacian, pooled (Li et al. 2017)",
     "laplacian_pool": "pixels pooled per cell before the structure term's Laplacian (the scale it keeps)",

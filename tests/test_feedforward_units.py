@@ -107,7 +107,7 @@ def test_training_holds_out_the_last_photos_and_trains_on_the_rest(heldout_image
 
     def fake_train(extractor, photos, style, settings, callbacks=()):
         seen["trained"] = len(photos)
-        return TrainResult(build_network(TINY), [(25, 1.0)], 1.0, 0.0)
+        return TrainResult(build_network(TINY), [(25, 1.0)], 1.0, 0.0, 1e-3)
 
     def fake_evaluate(network, extractor, photos, style, max_dim, nst_steps, detector=None):
         seen["scored"] = len(photos)
@@ -147,3 +147,24 @@ def test_the_quality_gate_refuses_lost_faces_and_photo_free_textures(heldout, re
     assert refusal.error_type == "quality_gate" and reason in str(refusal)
     accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5)
     assert gate_refusal(model._replace(card={"heldout": accepted}), FFJob(gate_steps=2)) is None
+
+
+def test_a_style_target_sets_the_style_weight_per_style():
+    """With style_target, the photos' own style term is the target whatever the style's scale; without,
+    every style gets style_weight."""
+    from transforms.feedforward.training import calibrated_style_weight
+    from transforms.nst.extractors import load_extractor
+    from transforms.nst.losses import style_loss
+    from transforms.nst.optimize import style_targets
+
+    extractor = load_extractor("vgg19", "random")
+    rng = np.random.default_rng(0)
+    crops = rng.random((2, 32, 32, 3), dtype=np.float32)
+    faint, strong = (style_targets(extractor, scale * rng.random((32, 32, 3), dtype=np.float32)) for scale in (0.2, 1.0))
+    settings = dataclasses.replace(TINY, style_target=5.0)
+    weights = [calibrated_style_weight(extractor, crops, grams, settings) for grams in (faint, strong)]
+    assert weights[0] != pytest.approx(weights[1], rel=0.1)
+    for weight, grams in zip(weights, (faint, strong)):
+        features, _ = extractor(crops)
+        assert float(np.mean(style_loss(features, grams, weight))) == pytest.approx(5.0, rel=1e-3)
+    assert calibrated_style_weight(extractor, crops, strong, TINY) == TINY.style_weight

@@ -384,6 +384,7 @@ class TrainFn(WithSharedExtractor):
                 digest=training_digest(trained_on),
             ),
             steps=job.training.train_steps, seconds_train=result.seconds, final_loss=result.final_loss,
+            style_weight=result.style_weight,
             history=result.history, heldout=self._score(result.network, style, heldout),
         )
         card = model_store.write_model(model_uri, network_bytes(result.network), card)

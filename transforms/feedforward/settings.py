@@ -36,11 +36,14 @@ class FFSettings:
     content_layer: str = "block5_conv2"
     content_weight: float = 1e3
     style_weight: float = 1e-3
+    # > 0: the style weight is set per style so that the untrained network's style term (the photos' own)
+    # is this much (training.calibrated_style_weight); 0: `style_weight` for every style.
+    style_target: float = 1.5e9
     tv_weight: float = 30.0
     # Structure term (Li et al. 2017): the Laplacian of the output's and the photo's luminance, average-pooled
     # `laplacian_pool` x `laplacian_pool`, compared pixel by pixel (transforms.nst.losses.laplacian_loss).
-    laplacian_weight: float = 0.0
-    laplacian_pool: int = 8
+    laplacian_weight: float = 1e9
+    laplacian_pool: int = 4
     seed: int = 0
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
     loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
@@ -84,7 +87,7 @@ def check_settings(settings: FFSettings) -> FFSettings:
         raise ValueError(f"learning_rate must be a finite number > 0, got {settings.learning_rate!r}")
     if not (0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
         raise ValueError("final_lr_fraction must be in [0, 1] and warmup_steps >= 0")
-    for name in ("content_weight", "style_weight", "tv_weight", "laplacian_weight"):
+    for name in ("content_weight", "style_weight", "style_target", "tv_weight", "laplacian_weight"):
         value = getattr(settings, name)
         if not (math.isfinite(value) and value >= 0):  # NaN or inf trains a NaN network: black images
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

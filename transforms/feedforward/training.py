@@ -21,7 +21,7 @@ from transforms.feedforward.network import build_network
 from transforms.feedforward.settings import FFSettings, check_settings
 from transforms.images import resize_to_max_dim
 from transforms.nst.extractors import FeatureExtractor
-from transforms.nst.losses import laplacian_loss
+from transforms.nst.losses import laplacian_loss, style_loss
 from transforms.nst.optimize import loss_terms, resolve_jit_compile, resolve_precision, style_targets
 from transforms.nst.settings import NSTSettings
 
@@ -35,12 +35,26 @@ class TrainResult:
     history: list[tuple[int, float]]
     final_loss: float
     seconds: float
+    style_weight: float  # the style weight trained with (per style when FFSettings.style_target > 0)
 
 
-def loss_settings(settings: FFSettings) -> NSTSettings:
+def loss_settings(settings: FFSettings, style_weight: float) -> NSTSettings:
     """The training loss's weights and extractor precision, as the NST core reads them."""
-    return NSTSettings(style_weight=settings.style_weight, content_weight=settings.content_weight,
+    return NSTSettings(style_weight=style_weight, content_weight=settings.content_weight,
                        tv_weight=settings.tv_weight, precision=settings.precision)
+
+
+def calibrated_style_weight(extractor: FeatureExtractor, crops: np.ndarray, grams, settings: FFSettings) -> float:
+    """`settings.style_weight`, or with `style_target` > 0 the weight at which the style term of the crops
+    themselves (what the untrained residual network returns) is `style_target`: style images' Gram
+    matrices differ in scale (pop_art's photo-to-style distance is 6x stained_glass's), so one weight
+    over-styles one style and under-styles another (bench/FF_RESEARCH.md)."""
+    if not settings.style_target:
+        return settings.style_weight
+    style_features, _ = extractor(crops)
+    distance = style_loss([ops.cast(f, "float32") for f in style_features], grams)
+    return settings.style_target / float(np.mean(ops.convert_to_numpy(distance)))
+
 
 
 def with_content_layer(extractor: FeatureExtractor, layer: str) -> FeatureExtractor:
@@ -142,9 +156,11 @@ def train(extractor: FeatureExtractor, photos, style_image: np.ndarray, settings
     (a list of [H,W,3] images, uint8 or float in [0,1]; any sizes). `callbacks`: Keras
     callbacks for `fit`, whose epochs are blocks of `loss_every` steps (progress, timing)."""
     check_settings(settings)
-    nst_settings = loss_settings(settings)
     extractor = with_content_layer(extractor, settings.content_layer)
     grams = style_targets(extractor, as_float01(style_image, settings.image_size))
+    crops = _Crops(prepare_photos(photos, settings), settings)
+    style_weight = calibrated_style_weight(extractor, crops[0], grams, settings)
+    nst_settings = loss_settings(settings, style_weight)
     network = build_network(settings)
     trainer = _PerceptualTrainer(network, extractor, grams, nst_settings, settings)
     # JAX only compiles with jit; TensorFlow's XLA measured slower than its oneDNN kernels on CPU.
@@ -152,7 +168,7 @@ def train(extractor: FeatureExtractor, photos, style_image: np.ndarray, settings
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(settings)), jit_compile=jit)
     history = _History(settings.loss_every)
     start = time.perf_counter()
-    trainer.fit(_Crops(prepare_photos(photos, settings), settings), epochs=settings.train_steps // settings.loss_every,
+    trainer.fit(crops, epochs=settings.train_steps // settings.loss_every,
                 steps_per_epoch=settings.loss_every, shuffle=False, callbacks=[history, *callbacks], verbose=verbose)
     seconds = time.perf_counter() - start
-    return TrainResult(network, history.points, history.points[-1][1], seconds)
+    return TrainResult(network, history.points, history.points[-1][1], seconds, style_weight)
