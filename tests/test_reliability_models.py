@@ -117,7 +117,7 @@ def _no_training(*args, **kwargs):
     ("style_weight", float("nan")), ("content_weight", float("inf")), ("tv_weight", -1.0),
     ("learning_rate", float("inf")), ("learning_rate", float("nan")), ("final_lr_fraction", float("nan")),
     ("residual_clip", float("nan")), ("seed", -1), ("seed", 2**62), ("content_layer", "block9_conv9"),
-    ("content_layer", "block5_pool"),
+    ("content_layer", "block5_pool"), ("train_steps", 10**9),
 ])
 def test_every_training_setting_is_checked(field, value):
     with pytest.raises(ValueError, match=field):
@@ -135,6 +135,7 @@ def test_every_vgg19_conv_layer_is_a_valid_content_layer():
 @pytest.mark.parametrize("flags", [
     ["--ff-style-weight", "nan"], ["--ff-content-weight", "inf"], ["--ff-tv-weight", "-1"],
     ["--ff-learning-rate", "inf"], ["--ff-seed", "-1"], ["--ff-content-layer", "block9_conv9"],
+    ["--ff-train-steps", "1000000000"],
 ])
 def test_bad_training_flags_stop_the_run_before_any_work(tmp_path, capsys, flags):
     argv = _catalog(tmp_path)
