@@ -165,6 +165,29 @@ def test_a_model_folder_obeys_the_read_policy_before_any_request(tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("case", ["a-file", "under-a-file", "read-only", "default-is-a-file"])
+def test_a_model_folder_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, capsys, case):
+    """Found up front, not as an internal_error of every unit after minutes of training."""
+    argv = _catalog(tmp_path)
+    (tmp_path / "file.txt").write_text("keep me")
+    out = tmp_path / "out"
+    model_dir, message = {
+        "a-file": (tmp_path / "file.txt", "is a file, not a folder"),
+        "under-a-file": (tmp_path / "file.txt" / "models", "file.txt is a file, not a folder"),
+        "read-only": ("/sys/kernel/toonbeam-models", "cannot be written"),  # even root may not write in /sys
+        "default-is-a-file": (None, "models: is a file, not a folder"),
+    }[case]
+    if model_dir is None:  # --output's own models/ (the default --ff-model-dir) is a file
+        out.mkdir()
+        (out / "models").write_text("not a folder")
+    flags = [] if model_dir is None else ["--ff-model-dir", str(model_dir)]
+    assert cli.main(["run", *argv, "--output", str(out), *flags]) == 2
+    line = _stderr_line(capsys)
+    assert line.startswith("toonbeam: error: --ff-model-dir") and message in line
+    assert (tmp_path / "file.txt").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["models"] if model_dir is None else not out.exists()
+
+
 # --- 2, 3: folders of --output that are symbolic links ------------------------------------------------------
 
 
