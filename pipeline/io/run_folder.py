@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import time
 
 import fsspec
 
@@ -42,6 +43,11 @@ OWNED_FOLDERS = ("images", "models", *RECORD_FOLDERS)
 #: The lock a run holds on a local OUTPUT for as long as it runs (one run at a time per folder).
 LOCK_FILE = ".toonbeam.lock"
 RECORD_FORMAT = 1
+#: Seconds before a temporary file of a model write counts as stale: a model folder may be shared by runs
+#: into other outputs (no lock covers it), and a write in flight there takes seconds, not minutes.
+MODEL_TEMPORARY_AGE = 600
+#: How the files of a model end: its weights and its card (pipeline.io.model_store).
+MODEL_FILES = (".weights.h5", ".json")
 #: What each record folder holds, as a message names it.
 RECORD_NAMES = {"report": "the report", "errors": "the dead letters", "curves": "the loss curves"}
 
@@ -227,10 +233,11 @@ def remove_earlier_records(output: str) -> None:
         fs.rm(f"{root}/{CONTACT_SHEET}")
 
 
-def remove_stale_temporaries(output: str) -> None:
-    """The temporary files of this tool's atomic writes that a killed run left in OUTPUT (local folders
-    only: object stores get single puts): those of images and their sidecars under images/, and those
-    of OUTPUT's own files. Any other file stays, whatever its name."""
+def remove_stale_temporaries(output: str, model_dir: str | None = None) -> None:
+    """The temporary files of this tool's atomic writes that a killed run left (local folders only: object
+    stores get single puts): those of images and their sidecars under OUTPUT/images/, of OUTPUT's own
+    files, and of models and their cards in OUTPUT/models/ and `model_dir` (--ff-model-dir), these once
+    MODEL_TEMPORARY_AGE old. Any other file stays, whatever its name."""
     fs, path = fsspec.core.url_to_fs(output)
     if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or not fs.isdir(path):
         return
@@ -239,8 +246,27 @@ def remove_stale_temporaries(output: str) -> None:
     image_names = (".png", ".png" + outputs.SIDECAR_SUFFIX)
     stale = [p for p in images if (storage.temporary_of(p) or "").endswith(image_names)]
     stale += [f"{root}/{n}" for n in _names(fs, root) if storage.temporary_of(n) in (CONTACT_SHEET, RUN_RECORD)]
+    for folder in {f"{root}/models", *([model_dir] if model_dir else [])}:
+        stale += _stale_model_temporaries(folder)
     for name in stale:
         fs.rm(name)
+
+
+def _stale_model_temporaries(model_dir: str) -> list[str]:
+    """The temporary files of weights and cards directly in a local model folder that are at least
+    MODEL_TEMPORARY_AGE old: regular files only, never through a symbolic link."""
+    fs, folder = fsspec.core.url_to_fs(model_dir)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or os.path.islink(folder):
+        return []
+    if not os.path.isdir(folder):
+        return []
+    oldest_kept = time.time() - MODEL_TEMPORARY_AGE
+    with os.scandir(folder) as entries:
+        return [
+            entry.path for entry in entries
+            if entry.is_file(follow_symlinks=False) and (storage.temporary_of(entry.name) or "").endswith(MODEL_FILES)
+            and entry.stat(follow_symlinks=False).st_mtime < oldest_kept
+        ]
 
 
 # ------------------------------------------------------------------------------------------- lock
