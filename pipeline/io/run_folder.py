@@ -16,6 +16,8 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
+import math
 import os
 import re
 import socket
@@ -23,8 +25,11 @@ import time
 
 import fsspec
 
+from pipeline.errors import one_line
 from pipeline.io import outputs, storage
 from transforms.images import DEFAULT_MAX_INPUT_PIXELS
+
+LOG = logging.getLogger(__name__)
 
 RUN_RECORD = "toonbeam-run.json"
 CONTACT_SHEET = "index.html"
@@ -80,15 +85,44 @@ def read_run_record(output: str) -> dict | None:
     return record if isinstance(record, dict) and record.get("tool") == "toonbeam" else None
 
 
-def read_limits(output: str) -> tuple[storage.ReadPolicy, int]:
-    """The read policy and pixel limit of the run that wrote OUTPUT; the defaults without a run record."""
+def read_limits(output: str, policy: storage.ReadPolicy = storage.ReadPolicy(),
+                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> tuple[storage.ReadPolicy, int]:
+    """The reader's read policy and pixel limit, tightened where the run record of OUTPUT is stricter
+    (the run refused more than the reader would): whoever wrote the folder may narrow what reading it
+    fetches, never widen it. A field of the wrong type is ignored, with a warning naming it."""
     record = read_run_record(output) or {}
-    saved = record.get("read_policy") or {}
-    fields = {field.name for field in dataclasses.fields(storage.ReadPolicy)}
-    policy = {name: value for name, value in saved.items() if name in fields}
-    if "allowed_schemes" in policy:
-        policy["allowed_schemes"] = tuple(policy["allowed_schemes"])
-    return storage.ReadPolicy(**policy), int(record.get("max_input_pixels") or DEFAULT_MAX_INPUT_PIXELS)
+    saved = record.get("read_policy", {})
+    if not isinstance(saved, dict):
+        _ignored(output, "read_policy", saved)
+        saved = {}
+    tighter = {}
+    for name, value in saved.items():
+        current = getattr(policy, name, None)
+        if name == "allowed_schemes" and isinstance(value, list) and all(isinstance(s, str) for s in value):
+            tighter[name] = tuple(s for s in current if s in value)
+        elif name == "http_allowed_addresses" and value in storage.HTTP_ADDRESS_POLICIES:
+            tighter[name] = min(current, value, key=storage.HTTP_ADDRESS_POLICIES.index)  # strictest first
+        elif isinstance(current, (int, float)) and _limit(value, type(current)):
+            tighter[name] = min(current, value)
+        else:
+            _ignored(output, f"read_policy.{name}", value)
+    pixels = record.get("max_input_pixels", max_input_pixels)
+    if not _limit(pixels, int):
+        _ignored(output, "max_input_pixels", pixels)
+        pixels = max_input_pixels
+    return dataclasses.replace(policy, **tighter), min(max_input_pixels, pixels)
+
+
+def _ignored(output: str, field: str, value) -> None:
+    LOG.warning("%s/%s: ignored %s (%s): the reader's own limit applies", output, RUN_RECORD, field,
+                one_line(repr(value), 60))
+
+
+def _limit(value, kind: type) -> bool:
+    """Whether `value` is a usable limit of type `kind` (int: an int; float: any finite number), >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 # ---------------------------------------------------------------------------------------- checks
