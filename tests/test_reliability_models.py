@@ -230,10 +230,10 @@ def test_the_stale_temporary_clean_up_never_follows_a_symbolic_link(tmp_path, li
     assert link == "images" or not own.exists()  # the run's own still go
 
 
-@pytest.mark.parametrize("where", ["default", "ff-model-dir"])
+@pytest.mark.parametrize("where", ["default", "ff-model-dir", "ff-model-dir-is-the-default"])
 def test_stale_temporaries_of_model_writes_are_removed_and_nothing_else(tmp_path, where):
     out = tmp_path / "out"
-    models = out / "models" if where == "default" else tmp_path / "shared-models"
+    models = tmp_path / "shared-models" if where == "ff-model-dir" else out / "models"
     models.mkdir(parents=True)
     out.mkdir(exist_ok=True)
     elsewhere = tmp_path / "elsewhere.weights.h5.0123456789ab.tmp"
@@ -247,7 +247,7 @@ def test_stale_temporaries_of_model_writes_are_removed_and_nothing_else(tmp_path
     long_ago = time.time() - 2 * run_folder.MODEL_TEMPORARY_AGE
     for path in [*stale, *kept[1:], elsewhere]:
         os.utime(path, (long_ago, long_ago))
-    run_folder.remove_stale_temporaries(str(out), None if where == "default" else str(models))
+    run_folder.remove_stale_temporaries(str(out), None if where == "default" else f"{models}/")
     assert [path for path in stale if path.exists()] == [] and all(path.exists() for path in kept)
     assert (models / "link.weights.h5.0123456789ab.tmp").is_symlink() and elsewhere.exists()
 

@@ -3,7 +3,7 @@ things a run ever replaces there, and the checks that stop a run, before any wor
 cannot be used.
 
 A run first writes OUTPUT/toonbeam-run.json, its run record (which also proves that OUTPUT can be
-created and written, and keeps the run's read policy for the contact sheet), then removes what an
+created and written, and keeps the run's read policy, which may tighten the contact sheet's reads), then removes what an
 earlier run into the same folder left behind: report parts, dead letters, loss curves, the contact
 sheet, the temporary folders of Beam's sinks under them, and the temporary files of writes cut short
 (`storage.write_atomic`'s). Nothing else is removed or replaced: a folder without a run record that
@@ -280,9 +280,9 @@ def remove_stale_temporaries(output: str, model_dir: str | None = None) -> None:
     image_names = (".png", ".png" + outputs.SIDECAR_SUFFIX)
     stale = [p for p in images if (storage.temporary_of(p) or "").endswith(image_names)]
     stale += [f"{root}/{n}" for n in _names(fs, root) if storage.temporary_of(n) in (CONTACT_SHEET, RUN_RECORD)]
-    for folder in {f"{root}/models", *([model_dir] if model_dir else [])}:
-        stale += _stale_model_temporaries(folder)
-    for name in stale:
+    for folder in (f"{root}/models", model_dir):
+        stale += _stale_model_temporaries(folder) if folder else []
+    for name in sorted({os.path.abspath(name) for name in stale}):  # --ff-model-dir may be OUTPUT/models
         fs.rm(name)
 
 
