@@ -82,7 +82,7 @@ def check_writable(model_dir: str) -> None:
     while not os.path.lexists(folder):
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
-        where = "" if folder == os.path.abspath(path) else f"{os.path.relpath(folder, os.path.dirname(folder))} "
+        where = "" if folder == os.path.abspath(path) else f"{os.path.basename(folder)} "
         raise NotADirectoryError(f"{where}is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=folder):

@@ -3,10 +3,10 @@ things a run ever replaces there, and the checks that stop a run, before any wor
 cannot be used.
 
 A run first writes OUTPUT/toonbeam-run.json, its run record (which also proves that OUTPUT can be
-created and written, and keeps the run's read policy, which may tighten the contact sheet's reads), then removes what an
-earlier run into the same folder left behind: report parts, dead letters, loss curves, the contact
-sheet, the temporary folders of Beam's sinks under them, and the temporary files of writes cut short
-(`storage.write_atomic`'s). Nothing else is removed or replaced: a folder without a run record that
+created and written, and keeps the run's read policy, which may tighten the contact sheet's reads),
+then removes what an earlier run into the same folder left behind: report parts, dead letters, loss
+curves, the contact sheet, the temporary folders of Beam's sinks under them, and the temporary files of
+writes cut short (`storage.write_atomic`'s). Nothing else is removed or replaced: a folder without a run record that
 holds any of these names, or a run's folder holding other files among them, stops the run with one
 line. Images stay (--skip-existing reuses them).
 """
@@ -290,9 +290,8 @@ def _stale_model_temporaries(model_dir: str) -> list[str]:
     """The temporary files of weights and cards directly in a local model folder that are at least
     MODEL_TEMPORARY_AGE old: regular files only, never through a symbolic link."""
     fs, folder = fsspec.core.url_to_fs(model_dir)
-    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or os.path.islink(folder):
-        return []
-    if not os.path.isdir(folder):
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    if not local or os.path.islink(folder) or not os.path.isdir(folder):
         return []
     oldest_kept = time.time() - MODEL_TEMPORARY_AGE
     with os.scandir(folder) as entries:

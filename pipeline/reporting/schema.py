@@ -125,7 +125,9 @@ def read_report(output: str, max_rows: int | None = MAX_REPORT_ROWS) -> pa.Table
     for name, path, _ in parts:
         try:
             with fs.open(path, "rb") as handle:
-                tables.append(_as_report(pq.ParquetFile(handle).read()))
+                part = pq.ParquetFile(handle)
+                known = [column for column in part.schema_arrow.names if column in REPORT_COLUMNS]
+                tables.append(_as_report(part.read(columns=known)))
         except (OSError, ValueError, pa.ArrowException) as exc:
             LOG.warning("skipped report part %s/%s: %s", output, name, one_line(exc))
     return pa.concat_tables(tables) if tables else REPORT_SCHEMA.empty_table()
@@ -133,7 +135,8 @@ def read_report(output: str, max_rows: int | None = MAX_REPORT_ROWS) -> pa.Table
 
 def _part_metadata(fs, info: dict) -> tuple[str, int]:
     """(path, rows) of a report part, from its Parquet footer alone; ValueError for a part that is not a
-    regular file (a FIFO would block the read, a link leads out of the folder) or has a column of another type than REPORT_SCHEMA's."""
+    regular file (a FIFO would block the read, a link leads out of the folder) or has a column of another
+    type than REPORT_SCHEMA's."""
     if info.get("type") != "file" or info.get("islink"):
         raise ValueError("not a regular file (a symbolic link, a FIFO or a device)")
     with fs.open(info["name"], "rb") as handle:
@@ -147,7 +150,7 @@ def _part_metadata(fs, info: dict) -> tuple[str, int]:
 
 
 def _as_report(table: pa.Table) -> pa.Table:
-    """A part's table with REPORT_SCHEMA's columns, in its order: missing ones null, unknown ones dropped."""
+    """A part's table with REPORT_SCHEMA's columns, in its order, those it lacks null."""
     columns = [table[name] if name in table.column_names else pa.nulls(table.num_rows, REPORT_SCHEMA.field(name).type)
                for name in REPORT_COLUMNS]
     return pa.Table.from_arrays(columns, schema=REPORT_SCHEMA)
