@@ -182,7 +182,7 @@ def prepare_output(plan: RunPlan) -> None:
     toon = plan.toon
     run_folder.write_run_record(toon.output, plan.run_id, read_policy(toon), toon.max_input_pixels)
     run_folder.remove_earlier_records(toon.output)
-    run_folder.remove_stale_temporaries(toon.output)
+    run_folder.remove_stale_temporaries(toon.output, toon.ff_model_dir)
 
 
 def stopped_message(output: str, exc: BaseException) -> str:

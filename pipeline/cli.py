@@ -98,7 +98,7 @@ def _summarise(plan, start: float) -> int:
     from pipeline.reporting.schema import STATUSES, error_type_counts, read_report, status_counts
 
     output = plan.toon.output.rstrip("/")
-    table = read_report(output)
+    table = read_report(output, max_rows=None)  # the run's own rows, as many as its catalog made
     counts = status_counts(table)
     total = sum(counts.values())
     statuses = list(STATUSES) + [s for s in counts if s not in STATUSES]
@@ -112,7 +112,7 @@ def _summarise(plan, start: float) -> int:
     if errors:
         print(f"  failed: {output}/errors/  (JSON lines with the original manifest rows, to fix and re-submit)")
     try:
-        print(f"  sheet:  {write_contact_sheet(output)}")
+        print(f"  sheet:  {write_contact_sheet(output, table.to_pylist())}")
     except OSError as exc:
         print(f"toonbeam: error: the contact sheet ({output}/index.html) was not written: {exc}", file=sys.stderr)
         return 1
@@ -134,23 +134,31 @@ def _error_budget_exit(counts: dict[str, int], limit: float | None) -> int:
 def report_command(argv: list[str]) -> int:
     from pipeline.io.run_folder import OutputError
     from pipeline.reporting.contact_sheet import write_contact_sheet
-    from pipeline.reporting.summary import summarize
+    from pipeline.reporting.schema import MAX_REPORT_ROWS, ReportTooLarge, read_report
+    from pipeline.reporting.summary import format_summary
     parser = argparse.ArgumentParser(
         prog="toonbeam report", description="Summarize a run and (re)write OUTPUT/index.html."
     )
     parser.add_argument("output", help="the --output folder or URI of a run")
     parser.add_argument("--no-html", action="store_true", help="only print the summary")
+    parser.add_argument(
+        "--max-rows", type=int, default=MAX_REPORT_ROWS,
+        help=f"refuse a report of more rows than this, counted before reading (default: {MAX_REPORT_ROWS})",
+    )
     args = parser.parse_args(argv)
     output = args.output.rstrip("/")
     try:
-        text = summarize(output)
+        rows = read_report(output, args.max_rows).to_pylist()
     except FileNotFoundError:
         print(f"toonbeam: error: no report under {output}/report", file=sys.stderr)
         return 2
-    print(text, end="")
+    except ReportTooLarge as exc:
+        print(f"toonbeam: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(rows, output), end="")
     if not args.no_html:
         try:
-            print(f"contact sheet: {write_contact_sheet(output)}")
+            print(f"contact sheet: {write_contact_sheet(output, rows)}")
         except OutputError as exc:
             print(f"toonbeam: error: {exc}", file=sys.stderr)
             return 2

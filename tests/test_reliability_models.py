@@ -117,7 +117,7 @@ def _no_training(*args, **kwargs):
     ("style_weight", float("nan")), ("content_weight", float("inf")), ("tv_weight", -1.0),
     ("learning_rate", float("inf")), ("learning_rate", float("nan")), ("final_lr_fraction", float("nan")),
     ("residual_clip", float("nan")), ("seed", -1), ("seed", 2**62), ("content_layer", "block9_conv9"),
-    ("content_layer", "block5_pool"),
+    ("content_layer", "block5_pool"), ("train_steps", 10**9),
 ])
 def test_every_training_setting_is_checked(field, value):
     with pytest.raises(ValueError, match=field):
@@ -135,6 +135,7 @@ def test_every_vgg19_conv_layer_is_a_valid_content_layer():
 @pytest.mark.parametrize("flags", [
     ["--ff-style-weight", "nan"], ["--ff-content-weight", "inf"], ["--ff-tv-weight", "-1"],
     ["--ff-learning-rate", "inf"], ["--ff-seed", "-1"], ["--ff-content-layer", "block9_conv9"],
+    ["--ff-train-steps", "1000000000"],
 ])
 def test_bad_training_flags_stop_the_run_before_any_work(tmp_path, capsys, flags):
     argv = _catalog(tmp_path)
@@ -162,6 +163,29 @@ def test_a_model_folder_obeys_the_read_policy_before_any_request(tmp_path, capsy
         assert code == 2 and message in _stderr_line(capsys)
         assert hits == {}  # no GET of a card (and no upload of a model)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["a-file", "under-a-file", "read-only", "default-is-a-file"])
+def test_a_model_folder_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, capsys, case):
+    """Found up front, not as an internal_error of every unit after minutes of training."""
+    argv = _catalog(tmp_path)
+    (tmp_path / "file.txt").write_text("keep me")
+    out = tmp_path / "out"
+    model_dir, message = {
+        "a-file": (tmp_path / "file.txt", "is a file, not a folder"),
+        "under-a-file": (tmp_path / "file.txt" / "models", "file.txt is a file, not a folder"),
+        "read-only": ("/sys/kernel/toonbeam-models", "cannot be written"),  # even root may not write in /sys
+        "default-is-a-file": (None, "models: is a file, not a folder"),
+    }[case]
+    if model_dir is None:  # --output's own models/ (the default --ff-model-dir) is a file
+        out.mkdir()
+        (out / "models").write_text("not a folder")
+    flags = [] if model_dir is None else ["--ff-model-dir", str(model_dir)]
+    assert cli.main(["run", *argv, "--output", str(out), *flags]) == 2
+    line = _stderr_line(capsys)
+    assert line.startswith("toonbeam: error: --ff-model-dir") and message in line
+    assert (tmp_path / "file.txt").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["models"] if model_dir is None else not out.exists()
 
 
 # --- 2, 3: folders of --output that are symbolic links ------------------------------------------------------
@@ -204,6 +228,28 @@ def test_the_stale_temporary_clean_up_never_follows_a_symbolic_link(tmp_path, li
     run_folder.remove_stale_temporaries(str(out))
     assert (elsewhere / "a.png.0123456789ab.tmp").exists()
     assert link == "images" or not own.exists()  # the run's own still go
+
+
+@pytest.mark.parametrize("where", ["default", "ff-model-dir", "ff-model-dir-is-the-default"])
+def test_stale_temporaries_of_model_writes_are_removed_and_nothing_else(tmp_path, where):
+    out = tmp_path / "out"
+    models = tmp_path / "shared-models" if where == "ff-model-dir" else out / "models"
+    models.mkdir(parents=True)
+    out.mkdir(exist_ok=True)
+    elsewhere = tmp_path / "elsewhere.weights.h5.0123456789ab.tmp"
+    elsewhere.write_bytes(b"not the run's")
+    stale = [models / "s0-0123.weights.h5.0123456789ab.tmp", models / "s0-0123.json.ba9876543210.tmp"]
+    kept = [models / "s0-0123.weights.h5.00112233aabb.tmp",  # fresh: maybe a write in flight of another run
+            models / "notes.0123456789ab.tmp", models / "s0.weights.h5.tmp", models / "s0-0123.weights.h5"]
+    for path in stale + kept:
+        path.write_bytes(b"half written")
+    (models / "link.weights.h5.0123456789ab.tmp").symlink_to(elsewhere)
+    long_ago = time.time() - 2 * run_folder.MODEL_TEMPORARY_AGE
+    for path in [*stale, *kept[1:], elsewhere]:
+        os.utime(path, (long_ago, long_ago))
+    run_folder.remove_stale_temporaries(str(out), None if where == "default" else f"{models}/")
+    assert [path for path in stale if path.exists()] == [] and all(path.exists() for path in kept)
+    assert (models / "link.weights.h5.0123456789ab.tmp").is_symlink() and elsewhere.exists()
 
 
 # --- 15: one run at a time per output folder -----------------------------------------------------------------

@@ -12,6 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import os
+import tempfile
+
+import fsspec
 
 from pipeline.io import storage
 
@@ -65,6 +69,26 @@ def well_formed(card) -> bool:
         return True
     return (isinstance(heldout, dict) and isinstance(heldout.get("gate_steps"), int)
             and all(_is_number(heldout.get(key)) for key in ("ratio_total", "ff_total", "ff_content", "ff_style", "ff_tv")))
+
+
+def check_writable(model_dir: str) -> None:
+    """OSError when a local model folder could not take a model (it, or a folder above it, is a file; it
+    cannot be written), found before any training rather than after it. Nothing is created: the nearest
+    existing folder is tried with an unnamed temporary file. Object stores are found out at the write."""
+    fs, path = fsspec.core.url_to_fs(model_dir)
+    if not isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return
+    folder = os.path.abspath(path)
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        where = "" if folder == os.path.abspath(path) else f"{os.path.basename(folder)} "
+        raise NotADirectoryError(f"{where}is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot be written ({exc.strerror or exc})") from None
 
 
 def read_weights(model_uri: str, weights_sha256: str, policy: storage.ReadPolicy) -> bytes:

@@ -3,10 +3,10 @@ things a run ever replaces there, and the checks that stop a run, before any wor
 cannot be used.
 
 A run first writes OUTPUT/toonbeam-run.json, its run record (which also proves that OUTPUT can be
-created and written, and keeps the run's read policy for the contact sheet), then removes what an
-earlier run into the same folder left behind: report parts, dead letters, loss curves, the contact
-sheet, the temporary folders of Beam's sinks under them, and the temporary files of writes cut short
-(`storage.write_atomic`'s). Nothing else is removed or replaced: a folder without a run record that
+created and written, and keeps the run's read policy, which may tighten the contact sheet's reads),
+then removes what an earlier run into the same folder left behind: report parts, dead letters, loss
+curves, the contact sheet, the temporary folders of Beam's sinks under them, and the temporary files of
+writes cut short (`storage.write_atomic`'s). Nothing else is removed or replaced: a folder without a run record that
 holds any of these names, or a run's folder holding other files among them, stops the run with one
 line. Images stay (--skip-existing reuses them).
 """
@@ -16,14 +16,20 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
+import math
 import os
 import re
 import socket
+import time
 
 import fsspec
 
+from pipeline.errors import one_line
 from pipeline.io import outputs, storage
 from transforms.images import DEFAULT_MAX_INPUT_PIXELS
+
+LOG = logging.getLogger(__name__)
 
 RUN_RECORD = "toonbeam-run.json"
 CONTACT_SHEET = "index.html"
@@ -42,6 +48,11 @@ OWNED_FOLDERS = ("images", "models", *RECORD_FOLDERS)
 #: The lock a run holds on a local OUTPUT for as long as it runs (one run at a time per folder).
 LOCK_FILE = ".toonbeam.lock"
 RECORD_FORMAT = 1
+#: Seconds before a temporary file of a model write counts as stale: a model folder may be shared by runs
+#: into other outputs (no lock covers it), and a write in flight there takes seconds, not minutes.
+MODEL_TEMPORARY_AGE = 600
+#: How the files of a model end: its weights and its card (pipeline.io.model_store).
+MODEL_FILES = (".weights.h5", ".json")
 #: What each record folder holds, as a message names it.
 RECORD_NAMES = {"report": "the report", "errors": "the dead letters", "curves": "the loss curves"}
 
@@ -74,15 +85,44 @@ def read_run_record(output: str) -> dict | None:
     return record if isinstance(record, dict) and record.get("tool") == "toonbeam" else None
 
 
-def read_limits(output: str) -> tuple[storage.ReadPolicy, int]:
-    """The read policy and pixel limit of the run that wrote OUTPUT; the defaults without a run record."""
+def read_limits(output: str, policy: storage.ReadPolicy = storage.ReadPolicy(),
+                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS) -> tuple[storage.ReadPolicy, int]:
+    """The reader's read policy and pixel limit, tightened where the run record of OUTPUT is stricter
+    (the run refused more than the reader would): whoever wrote the folder may narrow what reading it
+    fetches, never widen it. A field of the wrong type is ignored, with a warning naming it."""
     record = read_run_record(output) or {}
-    saved = record.get("read_policy") or {}
-    fields = {field.name for field in dataclasses.fields(storage.ReadPolicy)}
-    policy = {name: value for name, value in saved.items() if name in fields}
-    if "allowed_schemes" in policy:
-        policy["allowed_schemes"] = tuple(policy["allowed_schemes"])
-    return storage.ReadPolicy(**policy), int(record.get("max_input_pixels") or DEFAULT_MAX_INPUT_PIXELS)
+    saved = record.get("read_policy", {})
+    if not isinstance(saved, dict):
+        _ignored(output, "read_policy", saved)
+        saved = {}
+    tighter = {}
+    for name, value in saved.items():
+        current = getattr(policy, name, None)
+        if name == "allowed_schemes" and isinstance(value, list) and all(isinstance(s, str) for s in value):
+            tighter[name] = tuple(s for s in current if s in value)
+        elif name == "http_allowed_addresses" and value in storage.HTTP_ADDRESS_POLICIES:
+            tighter[name] = min(current, value, key=storage.HTTP_ADDRESS_POLICIES.index)  # strictest first
+        elif isinstance(current, (int, float)) and _limit(value, type(current)):
+            tighter[name] = min(current, value)
+        else:
+            _ignored(output, f"read_policy.{name}", value)
+    pixels = record.get("max_input_pixels", max_input_pixels)
+    if not _limit(pixels, int):
+        _ignored(output, "max_input_pixels", pixels)
+        pixels = max_input_pixels
+    return dataclasses.replace(policy, **tighter), min(max_input_pixels, pixels)
+
+
+def _ignored(output: str, field: str, value) -> None:
+    LOG.warning("%s/%s: ignored %s (%s): the reader's own limit applies", output, RUN_RECORD, field,
+                one_line(repr(value), 60))
+
+
+def _limit(value, kind: type) -> bool:
+    """Whether `value` is a usable limit of type `kind` (int: an int; float: any finite number), >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -227,10 +267,11 @@ def remove_earlier_records(output: str) -> None:
         fs.rm(f"{root}/{CONTACT_SHEET}")
 
 
-def remove_stale_temporaries(output: str) -> None:
-    """The temporary files of this tool's atomic writes that a killed run left in OUTPUT (local folders
-    only: object stores get single puts): those of images and their sidecars under images/, and those
-    of OUTPUT's own files. Any other file stays, whatever its name."""
+def remove_stale_temporaries(output: str, model_dir: str | None = None) -> None:
+    """The temporary files of this tool's atomic writes that a killed run left (local folders only: object
+    stores get single puts): those of images and their sidecars under OUTPUT/images/, of OUTPUT's own
+    files, and of models and their cards in OUTPUT/models/ and `model_dir` (--ff-model-dir), these once
+    MODEL_TEMPORARY_AGE old. Any other file stays, whatever its name."""
     fs, path = fsspec.core.url_to_fs(output)
     if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) or not fs.isdir(path):
         return
@@ -239,8 +280,26 @@ def remove_stale_temporaries(output: str) -> None:
     image_names = (".png", ".png" + outputs.SIDECAR_SUFFIX)
     stale = [p for p in images if (storage.temporary_of(p) or "").endswith(image_names)]
     stale += [f"{root}/{n}" for n in _names(fs, root) if storage.temporary_of(n) in (CONTACT_SHEET, RUN_RECORD)]
-    for name in stale:
+    for folder in (f"{root}/models", model_dir):
+        stale += _stale_model_temporaries(folder) if folder else []
+    for name in sorted({os.path.abspath(name) for name in stale}):  # --ff-model-dir may be OUTPUT/models
         fs.rm(name)
+
+
+def _stale_model_temporaries(model_dir: str) -> list[str]:
+    """The temporary files of weights and cards directly in a local model folder that are at least
+    MODEL_TEMPORARY_AGE old: regular files only, never through a symbolic link."""
+    fs, folder = fsspec.core.url_to_fs(model_dir)
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    if not local or os.path.islink(folder) or not os.path.isdir(folder):
+        return []
+    oldest_kept = time.time() - MODEL_TEMPORARY_AGE
+    with os.scandir(folder) as entries:
+        return [
+            entry.path for entry in entries
+            if entry.is_file(follow_symlinks=False) and (storage.temporary_of(entry.name) or "").endswith(MODEL_FILES)
+            and entry.stat(follow_symlinks=False).st_mtime < oldest_kept
+        ]
 
 
 # ------------------------------------------------------------------------------------------- lock

@@ -638,7 +638,8 @@ class FeedForward(Method):
     def _check_locations(toon, dry_run: bool) -> None:
         """--ff-model-dir and --ff-train-content obey the run's read policy as --content does, before any
         request (a model folder is also written to: an upload must not reach a refused host); the training
-        photos must exist. Offline with `dry_run`: the schemes only."""
+        photos must exist; a local model folder (default OUTPUT/models) must be writable. Offline with
+        `dry_run`: the schemes only."""
         policy = read_policy(toon)
         for flag, uri in (("--ff-model-dir", toon.ff_model_dir), ("--ff-train-content", toon.ff_train_content)):
             if not uri:
@@ -654,6 +655,12 @@ class FeedForward(Method):
                 load_manifest(toon.ff_train_content, manifest_rules(toon))
             except ValueError as exc:
                 raise ValueError(f"--ff-train-content {exc}") from None
+        model_dir = toon.ff_model_dir or storage.join_uri(toon.output, "models")
+        if not dry_run:
+            try:
+                model_store.check_writable(model_dir)
+            except OSError as exc:
+                raise ValueError(f"--ff-model-dir {model_dir}: {exc}") from None
 
     @classmethod
     def from_options(cls, run: RunContext, toon, previous=None) -> FeedForward:

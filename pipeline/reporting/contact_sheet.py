@@ -12,7 +12,8 @@ Thumbnails are small JPEG data URIs made with Pillow, so the page has no externa
 (and source images on gs:// or http(s):// still show when the page is opened offline). The page reads
 only what the run itself accepted or wrote: the sources of units that ended ok or skipped, and the ok
 units' images, each under the run's read policy and pixel limit (kept in its run record; the defaults
-without one). A source the run refused shows the refusal, never the image. Plots are
+without one), never looser than the reader's defaults: the record may only tighten them. A source the
+run refused shows the refusal, never the image. Plots are
 inline SVG computed here and drawn by the Jinja2 template: no plotting dependency on the Dataflow
 workers, which install this package too. Everything from the report is escaped by Jinja2 autoescape.
 
@@ -66,19 +67,20 @@ CURVES_GLOB = "curves/*.jsonl"
 # --------------------------------------------------------------------------------------------- API
 
 
-def write_contact_sheet(output: str) -> str:
-    """Write OUTPUT/index.html (atomically when local) and return its URI; OutputError rather than
-    replace an index.html that Toonbeam did not write."""
+def write_contact_sheet(output: str, rows: list[dict] | None = None) -> str:
+    """Write OUTPUT/index.html (atomically when local) of the report `rows` (default: read from OUTPUT)
+    and return its URI; OutputError rather than replace an index.html that Toonbeam did not write."""
     run_folder.check_replaceable(output, run_folder.CONTACT_SHEET)
-    html = render_contact_sheet(output)
+    html = render_contact_sheet(output, rows)
     uri = storage.join_uri(output, run_folder.CONTACT_SHEET)
     storage.write_atomic(uri, html.encode("utf-8"))
     return uri
 
 
-def render_contact_sheet(output: str, *, loss_curves: list[dict] | None = None) -> str:
-    """The page's HTML for the run in OUTPUT. `loss_curves` overrides what is read from OUTPUT (tests)."""
-    rows = read_report(output).to_pylist()
+def render_contact_sheet(output: str, rows: list[dict] | None = None, *, loss_curves: list[dict] | None = None) -> str:
+    """The page's HTML for the run in OUTPUT. `rows` and `loss_curves` override what is read from OUTPUT."""
+    if rows is None:
+        rows = read_report(output).to_pylist()
     if loss_curves is None:
         loss_curves = read_loss_curves(output)
     policy, max_pixels = run_folder.read_limits(output)

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import collections
+import logging
+import re
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.errors import one_line
+
+LOG = logging.getLogger(__name__)
 
 REPORT_SCHEMA = pa.schema(
     [
@@ -79,10 +85,75 @@ def _printable(value):
     return value
 
 
-def read_report(output: str) -> pa.Table:
-    """The report dataset of a run folder (local or any fsspec URI)."""
-    fs, path = fsspec.core.url_to_fs(f"{output.rstrip('/')}/report")
-    return pq.read_table(path, filesystem=fs, schema=REPORT_SCHEMA)
+#: The most rows `toonbeam report` reads (--max-rows): each costs about 2 KB as a Python row, and a
+#: Parquet file of a few MB can hold tens of millions of them (its metadata says so, before any read).
+MAX_REPORT_ROWS = 1_000_000
+#: The names of a report's parts, as the run's Parquet sink writes them (other files are not parts).
+REPORT_PART = re.compile(r"part-\d+-of-\d+\.parquet")
+
+
+class ReportTooLarge(ValueError):
+    """A report holds more rows than may be read; the one-line message says how many and where."""
+
+
+def read_report(output: str, max_rows: int | None = MAX_REPORT_ROWS) -> pa.Table:
+    """The report of a run folder (local or any fsspec URI): its parts, OUTPUT/report/part-*.parquet,
+    as one REPORT_SCHEMA table (columns a part lacks are null). A part that is not a regular file, not
+    Parquet, or has a column of another type is skipped with a warning naming it: the rest still shows.
+    ReportTooLarge when the parts' metadata counts more than `max_rows` rows (None: no limit), before
+    any row is read. FileNotFoundError when OUTPUT has no report folder."""
+    fs, folder = fsspec.core.url_to_fs(f"{output.rstrip('/')}/report")
+    if not fs.isdir(folder):
+        raise FileNotFoundError(f"{output}/report")
+    parts = []
+    for info in sorted(fs.ls(folder, detail=True), key=lambda info: info["name"]):
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        if info.get("type") == "directory" or not REPORT_PART.fullmatch(name):
+            continue  # a sink's temporary folder, or not a part
+        try:
+            parts.append((name, *_part_metadata(fs, info)))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            LOG.warning("skipped report part %s/%s: %s", output, name, one_line(exc))
+    total = sum(rows for _, _, rows in parts)
+    if max_rows is not None and total > max_rows:
+        largest = max(parts, key=lambda part: part[2])
+        raise ReportTooLarge(
+            f"{output}/report holds {total} rows ({largest[0]}: {largest[2]}), more than --max-rows {max_rows}; "
+            "read it with pyarrow in batches, or raise --max-rows if the memory is there (about 2 KB a row)"
+        )
+    tables = []
+    for name, path, _ in parts:
+        try:
+            with fs.open(path, "rb") as handle:
+                part = pq.ParquetFile(handle)
+                known = [column for column in part.schema_arrow.names if column in REPORT_COLUMNS]
+                tables.append(_as_report(part.read(columns=known)))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            LOG.warning("skipped report part %s/%s: %s", output, name, one_line(exc))
+    return pa.concat_tables(tables) if tables else REPORT_SCHEMA.empty_table()
+
+
+def _part_metadata(fs, info: dict) -> tuple[str, int]:
+    """(path, rows) of a report part, from its Parquet footer alone; ValueError for a part that is not a
+    regular file (a FIFO would block the read, a link leads out of the folder) or has a column of another
+    type than REPORT_SCHEMA's."""
+    if info.get("type") != "file" or info.get("islink"):
+        raise ValueError("not a regular file (a symbolic link, a FIFO or a device)")
+    with fs.open(info["name"], "rb") as handle:
+        part = pq.ParquetFile(handle)
+        schema, rows = part.schema_arrow, part.metadata.num_rows
+    for field in schema:
+        expected = REPORT_SCHEMA.field(field.name).type if field.name in REPORT_COLUMNS else None
+        if expected is not None and field.type != expected:
+            raise ValueError(f"column {field.name} is {field.type}, not {expected}")
+    return info["name"], rows
+
+
+def _as_report(table: pa.Table) -> pa.Table:
+    """A part's table with REPORT_SCHEMA's columns, in its order, those it lacks null."""
+    columns = [table[name] if name in table.column_names else pa.nulls(table.num_rows, REPORT_SCHEMA.field(name).type)
+               for name in REPORT_COLUMNS]
+    return pa.Table.from_arrays(columns, schema=REPORT_SCHEMA)
 
 
 def status_counts(table: pa.Table) -> dict[str, int]:

@@ -60,6 +60,9 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 VGG19_CONV_LAYERS = tuple(
     f"block{block}_conv{conv}" for block, convs in enumerate((2, 2, 4, 4, 4), start=1) for conv in range(1, convs + 1)
 )
+#: The most training steps per style: 2.5x Johnson et al.'s 40,000 (two COCO epochs), about a day on a CPU
+#: at 1 s/step (bench/FF_RESEARCH.md). A typo such as 1000000000 would otherwise train until killed.
+MAX_TRAIN_STEPS = 100_000
 #: The largest seed: the network's initialisers are seeded with seed x 1000 + layer, which must fit 64 bits.
 MAX_SEED = 2**31 - 1
 
@@ -70,6 +73,9 @@ def check_settings(settings: FFSettings) -> FFSettings:
     if settings.train_steps <= 0 or settings.loss_every <= 0 or settings.train_steps % settings.loss_every:
         raise ValueError(f"train_steps ({settings.train_steps}) must be a positive multiple of loss_every "
                          f"({settings.loss_every})")
+    if settings.train_steps > MAX_TRAIN_STEPS:
+        raise ValueError(f"train_steps must be at most {MAX_TRAIN_STEPS} (about a day per style on a CPU), "
+                         f"got {settings.train_steps}")
     if settings.train_size % 4 or settings.train_size < 16 or settings.image_size < settings.train_size:
         raise ValueError(f"train_size must be a multiple of 4, >= 16 and <= image_size ({settings.image_size}), "
                          f"got {settings.train_size}")
