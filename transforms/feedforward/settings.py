@@ -38,7 +38,7 @@ class FFSettings:
     style_weight: float = 1e-3
     # > 0: the style weight is set per style so that the untrained network's style term (the photos' own)
     # is this much (training.calibrated_style_weight); 0: `style_weight` for every style.
-    style_target: float = 1.5e9
+    style_target: float = 7.3e8
     tv_weight: float = 30.0
     # Structure term (Li et al. 2017): the Laplacian of the output's and the photo's luminance, average-pooled
     # `laplacian_pool` x `laplacian_pool`, compared pixel by pixel (transforms.nst.losses.laplacian_loss).
