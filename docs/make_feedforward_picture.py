@@ -32,6 +32,8 @@ def main(tag: str, row: int = 1) -> None:
     width = max(line.shape[1] for line in lines)
     picture = np.concatenate([np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0)), constant_values=255)
                               for line in lines])
+    used = np.flatnonzero(~(picture == 255).all(axis=(0, 2)))  # the sheets' white right margins cut
+    picture = picture[:, : used[-1] + 1]
     with open(os.path.join(ROOT, "docs", "feedforward.png"), "wb") as f:
         f.write(encode_png(picture))
 
