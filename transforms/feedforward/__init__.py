@@ -3,5 +3,6 @@ style, trained on the seed's NST loss, then one forward pass per photo. Keras 3 
 keras.ops (TensorFlow or JAX backend); numpy in, numpy out; never imports apache_beam.
 
 settings: FFSettings (no Keras); network: build_network, apply, save_network, load_network;
-training: train; evaluation: evaluate_heldout, gray_ssim. bench/FF_RESEARCH.md: the measurements.
+training: train; evaluation: evaluate_heldout, gate_failures (the panel itself: transforms.quality).
+bench/FF_RESEARCH.md: the measurements.
 """
