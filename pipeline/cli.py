@@ -15,10 +15,10 @@ import sys
 import time
 
 from pipeline.quiet import configure_logging, quiet_startup
-from pipeline.reporting.schema import error_fraction
 
 # Everything that imports Keras is imported inside the commands, after `select_backend` has set
-# KERAS_BACKEND: Keras reads it once, at its first import.
+# KERAS_BACKEND: Keras reads it once, at its first import; and everything that imports Beam (the
+# report's schema too, through pipeline.errors) inside `quiet_startup`, which hides Beam's import warnings.
 
 
 def select_backend(argv: list[str]) -> str | None:
@@ -121,6 +121,8 @@ def _summarise(plan, start: float) -> int:
 
 def _error_budget_exit(counts: dict[str, int], limit: float | None) -> int:
     """1 (with one line on stderr) when more units failed than `limit` allows, else 0."""
+    from pipeline.reporting.schema import error_fraction
+
     if limit is None or error_fraction(counts) <= limit:
         return 0
     print(
