@@ -279,12 +279,14 @@ def _jar_from_flags(engine: str, argv: list[str]) -> pathlib.Path | None:
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """SIGTERM and SIGHUP end the block as Ctrl-C does, so that the clusters' `finally` stops them."""
+    """SIGINT, SIGTERM and SIGHUP end the block as Ctrl-C does, so that the clusters' `finally` stops them.
+    SIGINT too: a command started in the background by a non-interactive shell inherits SIGINT ignored,
+    and Python then never turns it into KeyboardInterrupt (a CI run in the background hung on it)."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -358,8 +358,12 @@ def test_the_portable_services_listen_on_loopback_only_while_a_job_runs(tmp_path
     from pipeline import portable
 
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    def services_pids():
+        return {int(p) for p in os.listdir("/proc") if p.isdigit() and _is_services(int(p))}
+
+    others = services_pids()  # the session's portable_services fixture may hold one already
     with portable.local_services() as services:
-        (pid,) = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_services(int(p))]
+        (pid,) = services_pids() - others
         options = PipelineOptions([
             "--runner=PortableRunner", f"--job_endpoint={services.job_endpoint}", "--environment_type=EXTERNAL",
             f"--environment_config={services.worker_pool}", "--sdk_worker_parallelism=1",
