@@ -93,7 +93,8 @@ class ProgressReporter(threading.Thread):
                 stopping = self._stopped.wait(self._poll)
                 done, errors = self._progress()
                 bar.update(done - bar.n)
-                bar.set_postfix(errors=errors, refresh=False, **({"now": tasks()} if tasks() else {}))
+                under_way = tasks()
+                bar.set_postfix(errors=errors, refresh=False, **({"now": under_way} if under_way else {}))
                 if stopping:
                     return
 

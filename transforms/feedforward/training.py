@@ -56,7 +56,6 @@ def calibrated_style_weight(extractor: FeatureExtractor, crops: np.ndarray, gram
     return settings.style_target / float(np.mean(ops.convert_to_numpy(distance)))
 
 
-
 def with_content_layer(extractor: FeatureExtractor, layer: str) -> FeatureExtractor:
     """`extractor` tapping `layer` for content instead (same network and weights, no copy)."""
     if extractor.spec.content_layers == (layer,):
