@@ -80,6 +80,8 @@ FF_HELP = {
     "tv_weight": "weight of the training's total variation loss",
     "laplacian_weight": "weight of the training's structure term: the photo's Laplacian, pooled (Li et al. 2017)",
     "laplacian_pool": "pixels pooled per cell before the structure term's Laplacian (the scale it keeps)",
+    "saturation_weight": "weight of the training's barrier on saturated output pixels (0: off)",
+    "saturation_limit": "output values within this of 0 or 1 count as saturated for that barrier",
     "seed": "seeds the network's initial weights and the training crops",
     "precision": "the loss network's precision while training: float32 | bfloat16 | auto",
     "loss_every": "record the training loss every this many steps (the model card's history)",

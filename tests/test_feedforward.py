@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -13,7 +14,7 @@ from transforms import images
 from transforms.feedforward import evaluation
 from transforms.feedforward.network import apply, build_network, load_network, save_network
 from transforms.feedforward.settings import FFSettings, check_settings
-from transforms.feedforward.training import as_float01, train
+from transforms.feedforward.training import _PerceptualTrainer, as_float01, loss_settings, train
 from transforms.nst.extractors import load_extractor
 from transforms.nst.optimize import style_targets
 
@@ -100,11 +101,35 @@ def test_an_untrained_residual_network_returns_the_photo_clipped():
 
 @pytest.mark.parametrize("bad", [dict(train_steps=35), dict(train_size=62), dict(train_size=512),
                                  dict(output="tanh"), dict(precision="float16"), dict(content_layer="pool5"),
-                                 dict(residual_clip=0.5)])
+                                 dict(residual_clip=0.5), dict(saturation_limit=0.0)])
 def test_check_settings_names_the_bad_field(bad):
     assert check_settings(TINY) is TINY
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
         check_settings(dataclasses.replace(TINY, **bad))
+
+
+@pytest.mark.parametrize("barrier", [0.0, 1e9])
+def test_the_saturation_barrier_gives_saturated_pixels_a_gradient(random_extractor, photos, style, barrier):
+    """A network whose output is saturated (pure blue: logits of -20, -20, +20) gets no gradient through
+    its sigmoid, so training would leave it there; the barrier on the logits pulls it back to the range."""
+    import tensorflow as tf
+
+    settings = dataclasses.replace(TINY, saturation_weight=barrier)
+    network = build_network(settings)
+    last = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)][-1]  # the conv to RGB
+    saturated = np.array([-20.0, -20.0, 20.0], np.float32)
+    last.set_weights([last.get_weights()[0], saturated])
+    crops = np.stack([as_float01(photo, 64)[:40, :40] for photo in photos])
+    assert np.all((apply(network, crops) < 1e-6) | (apply(network, crops) > 1 - 1e-6))
+    grams = style_targets(random_extractor, as_float01(style, 64))
+    trainer = _PerceptualTrainer(network, random_extractor, grams, loss_settings(settings, 1e-3), settings)
+    with tf.GradientTape() as tape:
+        loss = trainer.compute_loss(crops, None, trainer(crops, training=True))
+    bias_gradient = tape.gradient(loss, last.bias).numpy()
+    if barrier:  # descent moves each channel's bias towards 0, out of saturation
+        assert np.all(np.sign(bias_gradient) == np.sign(saturated)) and np.abs(bias_gradient).min() > 1.0, bias_gradient
+    else:
+        assert np.abs(bias_gradient).max() < 1e-6 * float(loss), (bias_gradient, float(loss))
 
 
 @requires_real_weights

@@ -19,6 +19,8 @@ from transforms.nst.controls import TooLargeForMemory, memory_budget_bytes
 
 #: Input sides must be a multiple of this (two stride-2 convs); `apply` pads to it.
 MULTIPLE = 4
+#: The name of the layer holding the output's logits (before the sigmoid).
+LOGITS = "logits"
 #: The smallest side `apply` accepts: reflect padding needs more pixels than it pads.
 MIN_SIDE = 8
 
@@ -80,7 +82,13 @@ def build_network(settings: FFSettings = FFSettings()) -> keras.Model:
     if residual:  # a change around the photo's own logits: the (clipped) photo at initialisation
         low, high = settings.residual_clip, 1 - settings.residual_clip
         x = x + ops.log(ops.clip(images, low, high) / ops.clip(1 - images, low, high))
-    return keras.Model(images, ops.sigmoid(x), name="ff_style_network")
+    logits = keras.layers.Identity(name=LOGITS)(x)
+    return keras.Model(images, keras.layers.Activation("sigmoid")(logits), name="ff_style_network")
+
+
+def logits_model(network: keras.Model) -> keras.Model:
+    """The same network (shared weights) ending before its sigmoid: training penalises saturated logits."""
+    return keras.Model(network.inputs, network.get_layer(LOGITS).output)
 
 
 def apply(network: keras.Model, images: np.ndarray, batch_size: int = FFSettings.apply_batch) -> np.ndarray:

@@ -44,6 +44,11 @@ class FFSettings:
     # `laplacian_pool` x `laplacian_pool`, compared pixel by pixel (transforms.nst.losses.laplacian_loss).
     laplacian_weight: float = 1e9
     laplacian_pool: int = 4
+    # A barrier on output logits beyond [saturation_limit, 1 - saturation_limit] (transforms.nst.losses.
+    # saturation_loss): a saturated sigmoid has no gradient, so pixels pushed there early stayed there
+    # (r28's pure-blue stamps on pop_art, stained_glass and wave_bands; r29).
+    saturation_weight: float = 1e9
+    saturation_limit: float = 0.02
     seed: int = 0
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
     loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
@@ -87,13 +92,16 @@ def check_settings(settings: FFSettings) -> FFSettings:
         raise ValueError(f"residual_clip must be in (0, 0.5), got {settings.residual_clip!r}")
     if not 1 <= settings.laplacian_pool <= settings.train_size // 4:
         raise ValueError(f"laplacian_pool must be in [1, train_size / 4], got {settings.laplacian_pool!r}")
+    if not 0 < settings.saturation_limit < 0.5:
+        raise ValueError(f"saturation_limit must be in (0, 0.5), got {settings.saturation_limit!r}")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
     if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {settings.learning_rate!r}")
     if not (0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
         raise ValueError("final_lr_fraction must be in [0, 1] and warmup_steps >= 0")
-    for name in ("content_weight", "style_weight", "style_target", "tv_weight", "laplacian_weight"):
+    for name in ("content_weight", "style_weight", "style_target", "tv_weight", "laplacian_weight",
+                 "saturation_weight"):
         value = getattr(settings, name)
         if not (math.isfinite(value) and value >= 0):  # NaN or inf trains a NaN network: black images
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

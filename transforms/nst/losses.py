@@ -3,6 +3,8 @@
 The math is the seed's (TensorFlow style-transfer tutorial): Gram matrices averaged over
 locations, mean squared errors averaged over layers, and `tf.image.total_variation`.
 """
+import math
+
 from keras import ops
 
 
@@ -90,6 +92,20 @@ def laplacian_loss(images, photos, pool, weight=1.0):
         return ops.mean(x, axis=-1, keepdims=True)
 
     return weight * ops.mean(ops.square(laplacian(gray(images), pool) - laplacian(gray(photos), pool)), axis=(1, 2, 3))
+
+
+def saturation_loss(logits, limit, weight=1.0):
+    """weight x mean(relu(|logits| - logit(1 - limit))^2) per image: [B]. A barrier on the logits of a
+    sigmoid output beyond [limit, 1 - limit]: a saturated pixel's sigmoid gradient vanishes, so without it
+    a region pushed to pure blue early in training stays blue (the stamps of bench/FF_RESEARCH.md r28).
+
+    >>> import numpy as np
+    >>> z = np.array([[[[0.0, 2.0, -5.0]]]], "float32")   # one pixel; only -5 is beyond logit(0.98) = 3.89
+    >>> round(float(np.asarray(saturation_loss(z, 0.02))[0]), 4)   # (5 - 3.8918)^2 / 3 channels
+    0.4094
+    """
+    excess = ops.relu(ops.abs(logits) - math.log((1 - limit) / limit))
+    return weight * ops.mean(ops.square(excess), axis=(1, 2, 3))
 
 
 def loss_terms(split, settings, features, images, content_targets, target_grams):
