@@ -82,6 +82,8 @@ FF_HELP = {
     "laplacian_pool": "pixels pooled per cell before the structure term's Laplacian (the scale it keeps)",
     "saturation_weight": "weight of the training's barrier on saturated output pixels (0: off)",
     "saturation_limit": "output values within this of 0 or 1 count as saturated for that barrier",
+    "color_weight": "weight of the training's colour term: the photo's colours per region, pooled (0: off)",
+    "color_pool": "pixels pooled per cell before the colour term (regions larger than this keep the photo's colours)",
     "seed": "seeds the network's initial weights and the training crops",
     "precision": "the loss network's precision while training: float32 | bfloat16 | auto",
     "loss_every": "record the training loss every this many steps (the model card's history)",

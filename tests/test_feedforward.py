@@ -16,6 +16,7 @@ from transforms.feedforward.network import apply, build_network, load_network, s
 from transforms.feedforward.settings import FFSettings, check_settings
 from transforms.feedforward.training import _PerceptualTrainer, as_float01, loss_settings, train
 from transforms.nst.extractors import load_extractor
+from transforms.nst.losses import color_loss
 from transforms.nst.optimize import style_targets
 
 pytestmark = pytest.mark.slow  # whole pipelines, real training or subprocesses: `make test-fast` leaves these out
@@ -101,7 +102,8 @@ def test_an_untrained_residual_network_returns_the_photo_clipped():
 
 @pytest.mark.parametrize("bad", [dict(train_steps=35), dict(train_size=62), dict(train_size=512),
                                  dict(output="tanh"), dict(precision="float16"), dict(content_layer="pool5"),
-                                 dict(residual_clip=0.5), dict(saturation_limit=0.0)])
+                                 dict(residual_clip=0.5), dict(saturation_limit=0.0), dict(color_pool=0),
+                                 dict(color_pool=33), dict(color_weight=float("nan"))])
 def test_check_settings_names_the_bad_field(bad):
     assert check_settings(TINY) is TINY
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
@@ -131,6 +133,29 @@ def test_the_saturation_barrier_gives_saturated_pixels_a_gradient(random_extract
         assert np.all(np.sign(bias_gradient) == np.sign(saturated)) and np.abs(bias_gradient).min() > 1.0, bias_gradient
     else:
         assert np.abs(bias_gradient).max() < 1e-6 * float(loss), (bias_gradient, float(loss))
+
+
+def test_the_color_term_charges_a_recoloured_region_and_not_a_finer_texture(random_extractor, photos, style):
+    """The training loss grows by color_weight x the pooled colour difference: a network that tints the
+    photo (its RGB biases) pays for it, one that only adds a pattern finer than `color_pool` does not."""
+    crops = np.stack([as_float01(photo, 64)[:32, :32] for photo in photos])
+    grams = style_targets(random_extractor, as_float01(style, 64))
+
+    def training_loss(network, settings):
+        trainer = _PerceptualTrainer(network, random_extractor, grams, loss_settings(settings, 1e-3), settings)
+        return float(trainer.compute_loss(crops, None, trainer(crops)))
+
+    colour = dataclasses.replace(TINY, color_weight=1e6, color_pool=4)
+    network = build_network(colour)
+    last = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)][-1]  # the conv to RGB
+    kernel = last.get_weights()[0]
+    last.set_weights([kernel, np.array([0.5, 0.0, -0.5], np.float32)])  # a tint: every region recoloured
+    tinted = apply(network, crops)
+    extra = training_loss(network, colour) - training_loss(network, dataclasses.replace(colour, color_weight=0.0))
+    expected = 1e6 * np.mean((tinted - crops).reshape(2, 8, 4, 8, 4, 3).mean(axis=(2, 4)) ** 2)  # 4 x 4 cells
+    assert expected > 1e3 and extra == pytest.approx(expected, rel=1e-3)
+    checkerboard = np.where((np.indices((32, 32)).sum(axis=0) % 2)[..., None], 0.05, -0.05).astype(np.float32)
+    assert float(np.asarray(color_loss(crops + checkerboard, crops, 4, 1e6)).max()) < 1e-6 * expected
 
 
 @requires_real_weights

@@ -86,9 +86,10 @@ def build_network(settings: FFSettings = FFSettings()) -> keras.Model:
     return keras.Model(images, keras.layers.Activation("sigmoid")(logits), name="ff_style_network")
 
 
-def logits_model(network: keras.Model) -> keras.Model:
-    """The same network (shared weights) ending before its sigmoid: training penalises saturated logits."""
-    return keras.Model(network.inputs, network.get_layer(LOGITS).output)
+def with_logits(network: keras.Model) -> keras.Model:
+    """The same network (shared weights) returning [its logits, its output]: training penalises saturated
+    logits and trains the output itself, so a change to the output activation reaches training too."""
+    return keras.Model(network.inputs, [network.get_layer(LOGITS).output, network.output])
 
 
 def apply(network: keras.Model, images: np.ndarray, batch_size: int = FFSettings.apply_batch) -> np.ndarray:

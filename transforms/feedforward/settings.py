@@ -49,6 +49,10 @@ class FFSettings:
     # (r28's pure-blue stamps on pop_art, stained_glass and wave_bands; r29).
     saturation_weight: float = 1e9
     saturation_limit: float = 0.02
+    # Colour term: the output's and the photo's RGB, average-pooled `color_pool` x `color_pool`, compared cell
+    # by cell (transforms.nst.losses.color_loss): the photo's colours per region, the style's below that scale.
+    color_weight: float = 0.0
+    color_pool: int = 16
     seed: int = 0
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
     loss_every: int = 25  # training history: the mean loss of every `loss_every` steps
@@ -92,6 +96,8 @@ def check_settings(settings: FFSettings) -> FFSettings:
         raise ValueError(f"residual_clip must be in (0, 0.5), got {settings.residual_clip!r}")
     if not 1 <= settings.laplacian_pool <= settings.train_size // 4:
         raise ValueError(f"laplacian_pool must be in [1, train_size / 4], got {settings.laplacian_pool!r}")
+    if not 1 <= settings.color_pool <= settings.train_size // 2:
+        raise ValueError(f"color_pool must be in [1, train_size / 2], got {settings.color_pool!r}")
     if not 0 < settings.saturation_limit < 0.5:
         raise ValueError(f"saturation_limit must be in (0, 0.5), got {settings.saturation_limit!r}")
     if settings.precision not in PRECISIONS:
@@ -101,7 +107,7 @@ def check_settings(settings: FFSettings) -> FFSettings:
     if not (0 <= settings.final_lr_fraction <= 1 and settings.warmup_steps >= 0):
         raise ValueError("final_lr_fraction must be in [0, 1] and warmup_steps >= 0")
     for name in ("content_weight", "style_weight", "style_target", "tv_weight", "laplacian_weight",
-                 "saturation_weight"):
+                 "saturation_weight", "color_weight"):
         value = getattr(settings, name)
         if not (math.isfinite(value) and value >= 0):  # NaN or inf trains a NaN network: black images
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -17,11 +17,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from transforms.feedforward.network import build_network, logits_model
+from transforms.feedforward.network import build_network, with_logits
 from transforms.feedforward.settings import FFSettings, check_settings
 from transforms.images import resize_to_max_dim
 from transforms.nst.extractors import FeatureExtractor
-from transforms.nst.losses import laplacian_loss, saturation_loss, style_loss
+from transforms.nst.losses import color_loss, laplacian_loss, saturation_loss, style_loss
 from transforms.nst.optimize import loss_terms, resolve_jit_compile, resolve_precision, style_targets
 from transforms.nst.settings import NSTSettings
 
@@ -89,29 +89,31 @@ class _Crops(keras.utils.PyDataset):
 
 class _PerceptualTrainer(keras.Model):
     """The network, trained by `fit` on loss_terms(network(crops)) with the crops' own content, plus the
-    structure term and the barrier on saturated logits (`call` returns the logits, the loss their sigmoid)."""
+    structure and colour terms and the barrier on saturated logits (`call` returns the logits and the output)."""
 
     def __init__(self, network, extractor: FeatureExtractor, grams, settings: NSTSettings, structure: FFSettings):
         super().__init__(name="perceptual_trainer")
         self.network, self.extractor, self.nst_settings = network, extractor, settings
-        self.logits = logits_model(network)
+        self.with_logits = with_logits(network)
         self.structure = structure
         self.features = extractor.model_for(resolve_precision(settings))
         self.grams = grams
 
     def call(self, images, training=False):
-        return self.logits(images, training=training)
+        return self.with_logits(images, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        logits, y_pred = y_pred, ops.sigmoid(y_pred)
+        logits, outputs = y_pred
         _, content = self.extractor.split(self.features(x, training=False))
         targets = [ops.stop_gradient(ops.cast(f, "float32")) for f in content]
         grams = [ops.convert_to_tensor(g) for g in self.grams]
         terms = loss_terms(self.extractor.split, self.nst_settings, lambda images: self.features(images, training=False),
-                           y_pred, targets, grams)
+                           outputs, targets, grams)
         total = terms["total"]
         if self.structure.laplacian_weight:
-            total = total + laplacian_loss(y_pred, x, self.structure.laplacian_pool, self.structure.laplacian_weight)
+            total = total + laplacian_loss(outputs, x, self.structure.laplacian_pool, self.structure.laplacian_weight)
+        if self.structure.color_weight:
+            total = total + color_loss(outputs, x, self.structure.color_pool, self.structure.color_weight)
         if self.structure.saturation_weight:
             total = total + saturation_loss(logits, self.structure.saturation_limit, self.structure.saturation_weight)
         return ops.mean(total)
