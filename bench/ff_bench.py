@@ -203,10 +203,11 @@ def _peer():
 
 def _panel_line(summary, name):
     faces = f", faces kept {summary[f'{name}_faces_kept']}/{summary['faces_photo']}" if "faces_photo" in summary else ""
-    dependence = summary.get(f"{name}_dependence")
+    dependence, progress = summary.get(f"{name}_dependence"), summary.get(f"{name}_style_progress")
     return (f"{name}: content {summary[f'{name}_content']:.3g} style {summary[f'{name}_style']:.3g} tv "
             f"{summary[f'{name}_tv']:.3g}; SSIM {summary[f'{name}_ssim']:.3f}, edges {summary[f'{name}_edges']:.3f}"
-            f"{faces}" + (f", dependence {dependence:.2f}" if dependence is not None else ""))
+            f"{faces}" + (f", dependence {dependence:.2f}" if dependence is not None else "")
+            + (f", style progress {progress:.2f}" if progress is not None else ""))
 
 
 def section_quality(args, extractor, networks, out):

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.io import storage
 from pipeline.io.manifests import ManifestRules
 from transforms.cartoon import PRESETS, CartoonParams
-from transforms.feedforward.settings import MIN_DEPENDENCE, FFSettings
+from transforms.feedforward.settings import MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
 
 CARTOON_HELP = {
@@ -284,6 +284,12 @@ class ToonbeamOptions(PipelineOptions):
             help="refuse a model whose held-out outputs hardly depend on their photos (a texture generator: the "
             "correlation of where outputs and photos differ, transforms.quality.photo_dependence), and one that "
             f"keeps fewer faces than NST at --ff-gate-steps; 0 turns the dependence check off (default: {MIN_DEPENDENCE})",
+        )
+        ff.add_argument(
+            *_spellings("ff_min_style_progress"), dest="ff_min_style_progress", type=float, default=MIN_STYLE_PROGRESS,
+            help="refuse a model whose held-out outputs move less than this toward the style, as a share of how far "
+            "NST at --ff-gate-steps moves them (the seed's style term; a model that returns the photo scores about 0); "
+            f"0 turns the check off (default: {MIN_STYLE_PROGRESS})",
         )
         ff.add_argument(
             *_spellings("ff_score_fraction"), dest="ff_score_fraction", type=float, default=0.0,

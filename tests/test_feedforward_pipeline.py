@@ -33,7 +33,8 @@ pytestmark = pytest.mark.slow
 #: weights blur noise photos to mush, which the default gate rightly refuses).
 TINY = ["--method", "feedforward", "--weights", "random", "--max-dim", "64", "--ff-train-steps", "10",
         "--ff-loss-every", "5", "--ff-train-size", "32", "--ff-width", "8", "--ff-residual-blocks", "1",
-        "--ff-gate-steps", "2", "--ff-score-fraction", "1", "--ff-min-dependence", "0"]
+        "--ff-gate-steps", "2", "--ff-score-fraction", "1", "--ff-min-dependence", "0",
+        "--ff-min-style-progress", "0"]
 
 
 def _catalog(tmp_path, contents=3, styles=2):

@@ -136,17 +136,21 @@ def test_only_the_sampled_share_of_pairs_is_scored():
 
 
 @pytest.mark.parametrize("heldout, reason", [
-    (dict(faces_photo=2, ff_faces_kept=1, nst_faces_kept=2, ff_dependence=0.8, ratio_total=1.0, gate_steps=2),
+    (dict(faces_photo=2, ff_faces_kept=1, nst_faces_kept=2, ff_dependence=0.8, ff_style_progress=0.9, gate_steps=2),
      "keeps 1 of the 2 faces in the held-out photos, fewer than 2 NST steps (2)"),
-    (dict(faces_photo=0, ff_faces_kept=0, nst_faces_kept=0, ff_dependence=0.05, ratio_total=1.0, gate_steps=2),
+    (dict(faces_photo=0, ff_faces_kept=0, nst_faces_kept=0, ff_dependence=0.05, ff_style_progress=0.9, gate_steps=2),
      "hardly depend on their photos (dependence 0.05, below 0.3)"),
+    (dict(faces_photo=2, ff_faces_kept=2, nst_faces_kept=2, ff_dependence=1.0, ff_style_progress=0.06, gate_steps=2),
+     "hardly move toward the style (style progress 0.06, below 0.5; 2 NST steps: 1)"),  # the photo returned
 ])
-def test_the_quality_gate_refuses_lost_faces_and_photo_free_textures(heldout, reason):
+def test_the_quality_gate_refuses_lost_faces_photo_free_textures_and_the_photo_itself(heldout, reason):
     model = StyleModel(ManifestEntry("s", "s.png"), "0" * 64, "m.weights.h5", {"heldout": heldout}, None)
     refusal = gate_refusal(model, FFJob(gate_steps=2))
     assert refusal.error_type == "quality_gate" and reason in str(refusal)
-    accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5)
+    accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5, ff_style_progress=0.5)
     assert gate_refusal(model._replace(card={"heldout": accepted}), FFJob(gate_steps=2)) is None
+    if "style progress" in reason:  # --ff-min-style-progress 0 turns that floor off
+        assert gate_refusal(model, FFJob(gate_steps=2, min_style_progress=0)) is None
 
 
 def test_a_style_target_sets_the_style_weight_per_style():

@@ -53,7 +53,7 @@ from transforms.feedforward import network as ff_network
 from pipeline import progress
 from transforms import quality
 from transforms.feedforward.evaluation import evaluate_heldout, gate_failures
-from transforms.feedforward.settings import MIN_DEPENDENCE, FFSettings
+from transforms.feedforward.settings import MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
 from transforms.feedforward.settings import check_settings as check_training
 from transforms.feedforward.training import train
 from transforms.nst import controls
@@ -84,6 +84,7 @@ class FFJob:
     gate_steps: int = 100
     max_loss_ratio: float | None = None
     min_dependence: float = MIN_DEPENDENCE
+    min_style_progress: float = MIN_STYLE_PROGRESS
     score_fraction: float = 0.0
     backend: str | None = None  # what --backend asked for (None: the workers' own)
 
@@ -483,10 +484,11 @@ def gate_refusal(model: StyleModel, job: FFJob) -> UnitError | None:
         return UnitError("quality_gate", f"model {model.model_uri} was scored against {steps} NST steps, not "
                                          f"--ff-gate-steps {job.gate_steps}, and no held-out photo is left to "
                                          "score it again")
-    reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None, reference=f"{steps} NST steps")
+    reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None, reference=f"{steps} NST steps",
+                            min_style_progress=job.min_style_progress or None)
     if reasons:
         return UnitError("quality_gate", f"model {model.model_uri} is refused: {'; '.join(reasons)} "
-                                         "(--ff-min-dependence, --ff-max-loss-ratio)")
+                                         "(--ff-min-dependence, --ff-min-style-progress, --ff-max-loss-ratio)")
     return None
 
 
@@ -625,9 +627,10 @@ class FeedForward(Method):
         check_training(ff_settings(toon))
         if toon.ff_max_loss_ratio is not None and not toon.ff_max_loss_ratio > 0:
             raise ValueError(f"--ff-max-loss-ratio must be positive, got {toon.ff_max_loss_ratio}")
-        if not 0 <= toon.ff_min_dependence <= 1 or not 0 <= toon.ff_score_fraction <= 1:
-            raise ValueError(f"--ff-min-dependence and --ff-score-fraction must be in [0, 1], got "
-                             f"{toon.ff_min_dependence} and {toon.ff_score_fraction}")
+        if not all(0 <= value <= 1 for value in (toon.ff_min_dependence, toon.ff_min_style_progress,
+                                                  toon.ff_score_fraction)):
+            raise ValueError(f"--ff-min-dependence, --ff-min-style-progress and --ff-score-fraction must be in [0, 1], "
+                             f"got {toon.ff_min_dependence}, {toon.ff_min_style_progress} and {toon.ff_score_fraction}")
         if toon.ff_train_images < 1 or toon.ff_heldout_images < 0 or toon.ff_gate_steps < 1:
             raise ValueError("--ff-train-images and --ff-gate-steps must be at least 1, --ff-heldout-images at least 0")
         if toon.style_blend:
@@ -672,6 +675,7 @@ class FeedForward(Method):
             train_images=toon.ff_train_images,
             heldout_images=toon.ff_heldout_images, gate_steps=toon.ff_gate_steps,
             max_loss_ratio=toon.ff_max_loss_ratio, min_dependence=toon.ff_min_dependence,
+            min_style_progress=toon.ff_min_style_progress,
             score_fraction=toon.ff_score_fraction, backend=toon.backend,
         )
         columns = dict(

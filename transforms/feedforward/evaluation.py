@@ -1,7 +1,8 @@
 """How good a trained network is on held-out photos, against NST's own result after N seed-setting
 Adam steps on the same pairs (and any other method's images, e.g. a peer's): the seed's NST loss
 (float32, `NSTSettings()` weights) term by term, and the quality panel (transforms.quality):
-structure and faces kept per image, and whether the outputs depend on their photos at all.
+structure and faces kept per image, whether the outputs depend on their photos at all, and how far they
+move toward the style.
 `gate_failures` turns a summary into the reasons a network is refused."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from transforms import quality
 from transforms.feedforward.network import apply
-from transforms.feedforward.settings import MIN_DEPENDENCE
+from transforms.feedforward.settings import MIN_DEPENDENCE, MIN_STYLE_PROGRESS
 from transforms.feedforward.training import as_float01
 from transforms.nst.optimize import content_targets, evaluate_losses, style_targets, stylize
 from transforms.nst.settings import NSTSettings
@@ -66,9 +67,26 @@ def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256
     images = {"nst": list(nst_images), "ff": [apply(network, p) for p in photos], **(others or {})}
     rows = score_images(extractor, photos, images, grams, detector)
     summary = summarise(rows)
+    summary["photo_style"] = float(np.mean([seed_losses(extractor, p, p, grams)["style"] for p in photos]))
     for method, outputs in images.items():
         summary[f"{method}_dependence"] = quality.photo_dependence(outputs, photos) if len(photos) > 1 else None
+        summary[f"{method}_style_progress"] = style_progress(summary["photo_style"], summary[f"{method}_style"],
+                                                             summary["nst_style"])
     return HeldOut(rows, photos, images, summary)
+
+
+def style_progress(photo_style: float, style: float, reference_style: float) -> float | None:
+    """How far toward the style an output takes the photos, as a share of how far the reference (NST)
+    takes them, on the seed's style term: 1 as far as NST, 0 not at all (the photo itself), below 0
+    further away; None when the reference does not move. The seed's loss ratio cannot say this: a
+    network that returns the photo has a fine content term and keeps every face.
+
+    >>> style_progress(100.0, 20.0, 10.0), style_progress(100.0, 100.0, 10.0), style_progress(10.0, 5.0, 10.0)
+    (0.8888888888888888, 0.0, None)
+    """
+    if not photo_style > reference_style:
+        return None
+    return (photo_style - style) / (photo_style - reference_style)
 
 
 PANEL = ("ssim", "edges", "faces_kept")
@@ -94,18 +112,21 @@ def summarise(rows: list[dict], method: str = "ff", reference: str = "nst") -> d
 
 
 def gate_failures(summary: dict, max_loss_ratio: float | None = None, min_dependence: float | None = MIN_DEPENDENCE,
-                  reference: str = "NST") -> list[str]:
+                  reference: str = "NST", min_style_progress: float | None = MIN_STYLE_PROGRESS) -> list[str]:
     """Why a network's held-out `summary` is refused (empty: accepted): fewer faces kept than the
     reference (NST after the gate's steps), outputs that hardly depend on their photos (below
-    `min_dependence`), a loss ratio over `max_loss_ratio` or not a number.
+    `min_dependence`), outputs that hardly move toward the style (`style_progress` below
+    `min_style_progress`), a loss ratio over `max_loss_ratio` or not a number.
 
     >>> gate_failures({"faces_photo": 2, "ff_faces_kept": 2, "nst_faces_kept": 2, "ff_dependence": 0.6,
-    ...                "ratio_total": 1.2}, max_loss_ratio=1.5, min_dependence=0.3)
+    ...                "ff_style_progress": 0.9, "ratio_total": 1.2}, max_loss_ratio=1.5, min_dependence=0.3)
     []
     >>> gate_failures({"faces_photo": 2, "ff_faces_kept": 0, "nst_faces_kept": 1, "ff_dependence": 0.1,
-    ...                "ratio_total": float("nan")}, max_loss_ratio=1.5, min_dependence=0.3)  # doctest: +NORMALIZE_WHITESPACE
+    ...                "ff_style_progress": 0.1, "ratio_total": float("nan")},
+    ...               max_loss_ratio=1.5, min_dependence=0.3, min_style_progress=0.5)  # doctest: +NORMALIZE_WHITESPACE
     ['keeps 0 of the 2 faces in the held-out photos, fewer than NST (1)',
      'its outputs hardly depend on their photos (dependence 0.10, below 0.3)',
+     'its outputs hardly move toward the style (style progress 0.10, below 0.5; NST: 1)',
      'held-out loss nanx that of NST, above 1.5']
     """
     reasons = []
@@ -116,6 +137,10 @@ def gate_failures(summary: dict, max_loss_ratio: float | None = None, min_depend
     dependence = summary.get("ff_dependence")
     if min_dependence is not None and dependence is not None and not dependence >= min_dependence:
         reasons.append(f"its outputs hardly depend on their photos (dependence {dependence:.2f}, below {min_dependence:g})")
+    progress = summary.get("ff_style_progress")
+    if min_style_progress is not None and progress is not None and not progress >= min_style_progress:
+        reasons.append(f"its outputs hardly move toward the style (style progress {progress:.2f}, "
+                       f"below {min_style_progress:g}; {reference}: 1)")
     ratio = summary.get("ratio_total")
     if max_loss_ratio is not None and ratio is None:
         reasons.append(f"it has no held-out loss ratio to hold against {max_loss_ratio:g}")

@@ -62,6 +62,10 @@ class FFSettings:
 #: The quality gate's default floor on photo dependence (transforms.quality.photo_dependence of the
 #: held-out outputs): texture generators measured below it, stylised photos above (bench/FF_RESEARCH.md).
 MIN_DEPENDENCE = 0.3
+#: The quality gate's default floor on style progress (`evaluation.style_progress` of the held-out outputs): how far
+#: toward the style a network takes the photos, as a share of how far NST takes them. Networks that return the
+#: photo measured 0.00-0.05, every stylising network of r22-r34 0.62-0.99, the peer 0.23-0.85 (bench/FF_RESEARCH.md).
+MIN_STYLE_PROGRESS = 0.5
 
 OUTPUTS = ("residual", "sigmoid")
 PRECISIONS = ("auto", "float32", "bfloat16")
