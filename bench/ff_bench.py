@@ -7,7 +7,8 @@ Sections (`--sections`, default all):
            training photos (scikit-image's bundled photos + samples/content, minus HELD_OUT)
   quality  the held-out photos at --eval-size px: the seed's NST loss of the network's outputs
            against NST after 100 (and with --full 500) seed-setting Adam steps, terms apart,
-           gray SSIM to the photo; a contact sheet photo | NST-100 | feed-forward | peer per style
+           gray SSIM to the photo; a contact sheet photo | NST-100 | feed-forward | the same with the
+           default --ff-keep-faces | peer per style
   speed    apply s/image at 256, 512, 1024 px (batch 1 and 4), NST s/pair at 100 steps (timed
            over --nst-timing-steps steps after a compiling call, scaled to 100), break-even
   memory   peak RSS of a worker process training at 256 px crops, batch 4 (--memory-steps steps)
@@ -216,10 +217,12 @@ def section_quality(args, extractor, networks, out):
     import numpy as np
 
     from transforms.feedforward.evaluation import evaluate_heldout, gate_failures, summarise
+    from transforms.feedforward.network import apply
+    from transforms.feedforward.settings import KEEP_FACES
     from transforms.feedforward.training import as_float01
     from transforms.images import encode_png, to_uint8
     from transforms.nst.optimize import style_targets
-    from transforms.quality import FaceDetector
+    from transforms.quality import FaceDetector, keep_faces
 
     peer = _peer() if "peer" in args.sections else None
     if "peer" in args.sections and peer is None:
@@ -229,7 +232,9 @@ def section_quality(args, extractor, networks, out):
         style_image = load_style(style)
         grams = style_targets(extractor, as_float01(style_image, args.eval_size))
         photos = [as_float01(load_photo(n), args.eval_size) for n in HELD_OUT]
-        others, report = {}, {}
+        # what the pipeline writes with its default --ff-keep-faces, beside the network alone
+        others = {"ff_faces": [keep_faces(apply(networks[style], p), p, detector(p), KEEP_FACES) for p in photos]}
+        report = {}
         if peer is not None:
             seconds, others["peer"] = [], []
             for photo in photos:

@@ -3,8 +3,8 @@ feed-forward against NST at 100 steps, on this machine in one run (issue 22's pe
 
 The samples' photos are copied under new names into a catalog of --photos photos; feedforward runs
 on all of them with one style (a short training: its cost is not per pair, and the network's cost
-does not depend on its weights), NST-100 on --nst-photos of them, both at --max-dim. Prints the
-median per-pair seconds of each and their ratio.
+does not depend on its weights) with the default --ff-keep-faces and with none, NST-100 on --nst-photos
+of them, all at --max-dim. Prints the median per-pair seconds of each and their ratios.
 
     python bench/ff_pair_cost.py [--photos 16] [--nst-photos 2] [--max-dim 256]
 """
@@ -46,23 +46,29 @@ def main() -> None:
     args = parser.parse_args()
     from ff_bench import cpu_name
     from pipeline import app
+    from transforms.feedforward.settings import KEEP_FACES
 
     style = os.path.join(ROOT, "samples", "style", f"{args.style}.png")
     with tempfile.TemporaryDirectory() as folder:
         content = catalog(folder, args.photos)
         common = ["--style", style, "--max-dim", str(args.max_dim)]
-        app.run(["--content", content, "--output", os.path.join(folder, "ff"), "--method", "feedforward", *common,
-                 "--ff-train-steps", "25", "--ff-heldout-images", "0"])
+        ff = {}
+        for keep in (str(KEEP_FACES), "0"):  # the default face guard (MTCNN on each photo), and none
+            output = os.path.join(folder, f"ff-keep{keep}")
+            app.run(["--content", content, "--output", output, "--method", "feedforward", *common,
+                     "--ff-train-steps", "25", "--ff-heldout-images", "0", "--ff-keep-faces", keep])
+            ff[keep] = per_pair_seconds(output, "feedforward")
         nst_content = catalog(os.path.join(folder, "nst"), args.nst_photos)
         app.run(["--content", nst_content, "--output", os.path.join(folder, "nst-out"), "--method", "nst", *common,
                  "--steps", "100"])
-        ff = per_pair_seconds(os.path.join(folder, "ff"), "feedforward")
         nst = per_pair_seconds(os.path.join(folder, "nst-out"), "nst")
-    ff_median, nst_median = statistics.median(ff), statistics.median(nst)
+    nst_median = statistics.median(nst)
     print(f"{cpu_name()}; {args.max_dim} px, style {args.style}")
-    print(f"feedforward: {len(ff)} pairs, median {ff_median:.3f} s/pair (min {min(ff):.3f}, max {max(ff):.3f})")
     print(f"nst-100: {len(nst)} pairs, median {nst_median:.1f} s/pair")
-    print(f"per pair: feedforward {nst_median / ff_median:.0f}x faster than NST-100")
+    for keep, seconds in ff.items():
+        median = statistics.median(seconds)
+        print(f"feedforward --ff-keep-faces {keep}: {len(seconds)} pairs, median {median:.3f} s/pair (min "
+              f"{min(seconds):.3f}, max {max(seconds):.3f}): {nst_median / median:.0f}x faster than NST-100")
 
 
 if __name__ == "__main__":

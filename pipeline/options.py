@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.io import storage
 from pipeline.io.manifests import ManifestRules
 from transforms.cartoon import PRESETS, CartoonParams
-from transforms.feedforward.settings import MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
+from transforms.feedforward.settings import KEEP_FACES, MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
 
 CARTOON_HELP = {
@@ -290,6 +290,11 @@ class ToonbeamOptions(PipelineOptions):
             help="refuse a model whose held-out outputs move less than this toward the style, as a share of how far "
             "NST at --ff-gate-steps moves them (the seed's style term; a model that returns the photo scores about 0); "
             f"0 turns the check off (default: {MIN_STYLE_PROGRESS})",
+        )
+        ff.add_argument(
+            *_spellings("ff_keep_faces"), dest="ff_keep_faces", type=float, default=KEEP_FACES,
+            help="share of the photo blended back inside each face MTCNN finds in it (feathered ellipses), so that "
+            f"the style stays on a face, weaker, and the face stays the sitter's; 0 turns it off (default: {KEEP_FACES})",
         )
         ff.add_argument(
             *_spellings("ff_score_fraction"), dest="ff_score_fraction", type=float, default=0.0,

@@ -18,8 +18,8 @@ from pipeline.methods import feedforward
 from pipeline.methods.feedforward import StyleExample, StyleNetworkHandler
 from pipeline.reporting.contact_sheet import render_contact_sheet
 from tests.test_contact_sheet import Page
-from tests.conftest import SAMPLES, small_png
-from transforms import images
+from tests.conftest import SAMPLES, sample_photo, small_png
+from transforms import images, quality
 from transforms.feedforward.network import build_network, save_network
 from transforms.feedforward.settings import FFSettings
 from transforms.nst.extractors import load_extractor
@@ -29,12 +29,12 @@ from transforms.nst.settings import NSTSettings
 pytestmark = pytest.mark.slow
 
 #: Tiny training: 64 px photos, 32 px crops, 10 steps; random extractor weights (the mechanics, not the art);
-#: every pair scored with the seed's loss (the default scores none); no dependence floor (10 steps on random
-#: weights blur noise photos to mush, which the default gate rightly refuses).
+#: every pair scored with the seed's loss (the default scores none); no dependence or style floor (10 steps on
+#: random weights blur noise photos to mush, which the default gate rightly refuses); no face detection.
 TINY = ["--method", "feedforward", "--weights", "random", "--max-dim", "64", "--ff-train-steps", "10",
         "--ff-loss-every", "5", "--ff-train-size", "32", "--ff-width", "8", "--ff-residual-blocks", "1",
         "--ff-gate-steps", "2", "--ff-score-fraction", "1", "--ff-min-dependence", "0",
-        "--ff-min-style-progress", "0"]
+        "--ff-min-style-progress", "0", "--ff-keep-faces", "0"]
 
 
 def _catalog(tmp_path, contents=3, styles=2):
@@ -118,6 +118,29 @@ def test_unscored_pairs_have_no_loss_columns_and_the_training_row_has_the_panel(
     heldout = card["heldout"]
     assert heldout["faces_photo"] == 0 and -1 <= heldout["ff_dependence"] <= 1 and -1 <= heldout["ff_edges"] <= 1
     assert {"nst_ssim", "ff_ssim", "nst_dependence", "ff_faces_kept", "nst_faces_kept"} <= set(heldout)
+
+
+def test_keep_faces_blends_the_photo_back_inside_its_faces_and_nowhere_else(tmp_path):
+    """--ff-keep-faces 1 against 0, one model: inside the face MTCNN finds in astronaut the written image
+    is the photo, outside the face the two images are the same network output."""
+    content, style = tmp_path / "content", tmp_path / "style"
+    shutil.copytree(SAMPLES / "content", content)
+    style.mkdir()
+    (style / "s0.png").write_bytes(small_png(10, (48, 64)))
+    models, size = str(tmp_path / "models"), ["--max-dim", "128"]
+    written = {}
+    for keep in ("0", "1"):
+        row = _run(content, style, tmp_path / f"keep{keep}", *size, "--ff-model-dir", models, "--ff-keep-faces", keep)
+        written[keep] = images.to_float01(images.decode_image(open(row[("feedforward", "astronaut", "s0")]["output_uri"], "rb").read()))
+    photo = images.to_float01(images.resize_to_max_dim(sample_photo("astronaut.png"), 128))
+    faces = quality.FaceDetector()(photo)
+    assert len(faces) == 1
+    mask = quality.face_mask(photo.shape, faces)[..., 0]
+    inside, outside = mask > 0.999, mask == 0.0
+    assert inside.sum() > 100 and outside.sum() > photo.shape[0] * photo.shape[1] // 2
+    np.testing.assert_allclose(written["1"][inside], photo[inside], atol=1.5 / 255)
+    assert np.abs(written["0"][inside] - photo[inside]).mean() > 5 * np.abs(written["1"][inside] - photo[inside]).mean()
+    np.testing.assert_array_equal(written["1"][outside], written["0"][outside])
 
 
 def test_the_quality_gate_refuses_a_model_above_the_ratio(tmp_path):

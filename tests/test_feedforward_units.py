@@ -172,3 +172,14 @@ def test_a_style_target_sets_the_style_weight_per_style():
         features, _ = extractor(crops)
         assert float(np.mean(style_loss(features, grams, weight))) == pytest.approx(5.0, rel=1e-3)
     assert calibrated_style_weight(extractor, crops, strong, dataclasses.replace(TINY, style_target=0.0)) == TINY.style_weight
+
+
+@pytest.mark.parametrize("flag, value", [("--ff-keep-faces", "1.5"), ("--ff-min-style-progress", "-0.1"),
+                                         ("--ff-min-dependence", "2"), ("--ff-score-fraction", "nan")])
+def test_the_run_refuses_a_share_outside_0_to_1_before_any_work(tmp_path, flag, value):
+    from pipeline import app
+
+    with pytest.raises(app.UsageError, match=f"{flag} must be in \\[0, 1\\], got"):
+        app.run(["--content", str(tmp_path), "--style", str(tmp_path), "--output", str(tmp_path / "out"),
+                 "--method", "feedforward", flag, value])
+    assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ photo from a texture (bench/FF_RESEARCH.md), so a method is also judged by what 
   faces       the faces a detector finds in the photo that it finds again in the output;
   dependence  over several photos: do the outputs differ where the photos differ (a texture
               generator returns the same picture whatever the photo: dependence about 0).
+`keep_faces` uses the same detector to blend some of the photo back into its faces (`--ff-keep-faces`).
 numpy in, plain values out. Faces use MTCNN (the `mtcnn` package, MIT licence, weights in its wheel:
 no download), loaded on first use.
 """
@@ -138,6 +139,40 @@ def faces_kept(photo_faces: typing.Sequence[Box], output_faces: typing.Sequence[
             unused.remove(best)
             kept += 1
     return kept
+
+
+def face_mask(shape: tuple, faces: typing.Sequence[Box], margin: float = 0.3, feather: float = 0.3) -> np.ndarray:
+    """[H,W,1] float32 in [0,1]: 1 inside an ellipse around each face (its box grown by `margin` of
+    its size), falling to 0 over a Gaussian edge of about `feather` x its width, so that no seam shows.
+
+    >>> m = face_mask((40, 40), [Box(10, 10, 20, 20)])
+    >>> round(float(m[20, 20, 0]), 4), float(m[2, 2, 0]), m.shape
+    (1.0, 0.0, (40, 40, 1))
+    """
+    mask = np.zeros(shape[:2], np.float32)
+    for face in faces:
+        one = np.zeros_like(mask)
+        centre = (int(round(face.left + face.width / 2)), int(round(face.top + face.height / 2)))
+        axes = (int(round(face.width / 2 * (1 + margin))), int(round(face.height / 2 * (1 + margin))))
+        cv2.ellipse(one, centre, axes, 0, 0, 360, 1.0, -1)
+        kernel = 2 * int(round(feather * face.width)) + 1
+        mask = np.maximum(mask, cv2.GaussianBlur(one, (kernel, kernel), 0))
+    return mask[..., None]
+
+
+def keep_faces(stylised: np.ndarray, photo: np.ndarray, faces: typing.Sequence[Box], amount: float) -> np.ndarray:
+    """`stylised` with `amount` of the photo blended back inside `face_mask(faces)` (a spatial control,
+    Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer"): the style stays on the
+    face, weaker, so that the face is still the sitter's; elsewhere the image is unchanged. Float [0,1].
+
+    >>> photo, stylised = np.ones((40, 40, 3), np.float32), np.zeros((40, 40, 3), np.float32)
+    >>> out = keep_faces(stylised, photo, [Box(10, 10, 20, 20)], 0.5)
+    >>> round(float(out[20, 20, 0]), 4), float(out[2, 2, 0]), float(keep_faces(stylised, photo, [], 0.5).max())
+    (0.5, 0.0, 0.0)
+    """
+    if not faces or not amount:
+        return stylised
+    return (stylised + amount * face_mask(photo.shape, faces) * (photo - stylised)).astype(np.float32)
 
 
 class FaceDetector:

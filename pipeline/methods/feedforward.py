@@ -53,7 +53,7 @@ from transforms.feedforward import network as ff_network
 from pipeline import progress
 from transforms import quality
 from transforms.feedforward.evaluation import evaluate_heldout, gate_failures
-from transforms.feedforward.settings import MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
+from transforms.feedforward.settings import KEEP_FACES, MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
 from transforms.feedforward.settings import check_settings as check_training
 from transforms.feedforward.training import train
 from transforms.nst import controls
@@ -85,6 +85,7 @@ class FFJob:
     max_loss_ratio: float | None = None
     min_dependence: float = MIN_DEPENDENCE
     min_style_progress: float = MIN_STYLE_PROGRESS
+    keep_faces: float = KEEP_FACES  # of the photo blended back inside each detected face (0: off)
     score_fraction: float = 0.0
     backend: str | None = None  # what --backend asked for (None: the workers' own)
 
@@ -117,7 +118,7 @@ class FFJob:
     def apply_controls(self) -> dict:
         c = self.controls
         return dict(max_dim=c.max_dim, output_size=c.output_size, max_output_dim=c.max_output_dim,
-                    style_strength=c.style_strength, preserve_colors=c.preserve_colors)
+                    style_strength=c.style_strength, preserve_colors=c.preserve_colors, keep_faces=self.keep_faces)
 
     def recipe(self, content: ManifestEntry, style: ManifestEntry, weights_sha256: str | None) -> str:
         """A pair's recipe names its model's weights, so that --skip-existing redoes the pairs of a
@@ -558,13 +559,14 @@ class StyleNetworkHandler(ModelHandler):
 
 
 class FinishFn(WithSharedExtractor):
-    """A stylised pair: style strength (a blend towards the photo), colours, the image and its row; for
+    """A stylised pair: style strength (a blend towards the photo), the faces kept (--ff-keep-faces: some of
+    the photo blended back inside each face MTCNN finds in it), colours, the image and its row; for
     the sampled pairs (--ff-score-fraction) the seed's loss of the result (at --max-dim, against the
     style's grams at --max-dim, as NST rows) and the quality panel (structure, faces kept)."""
 
     def setup(self):
         super().setup()
-        self._detector = quality.FaceDetector()  # its model loads on the first scored pair only
+        self._detector = quality.FaceDetector()  # its model loads on first use (--ff-keep-faces, a scored pair)
 
     def process(self, keyed, models: list):
         units, settings = self._units, self._job.controls
@@ -581,6 +583,9 @@ class FinishFn(WithSharedExtractor):
         try:
             with watch.phase("compute"):
                 result = np.clip(example.image + settings.style_strength * (stylised - example.image), 0.0, 1.0)
+                if self._job.keep_faces:
+                    faces = self._detector(example.image)
+                    result = quality.keep_faces(result, example.image, faces, self._job.keep_faces)
                 if settings.preserve_colors:
                     result = controls.preserve_colors(result, example.image)
                 written = images.to_uint8(result)  # the losses are those of the image as written
@@ -627,10 +632,10 @@ class FeedForward(Method):
         check_training(ff_settings(toon))
         if toon.ff_max_loss_ratio is not None and not toon.ff_max_loss_ratio > 0:
             raise ValueError(f"--ff-max-loss-ratio must be positive, got {toon.ff_max_loss_ratio}")
-        if not all(0 <= value <= 1 for value in (toon.ff_min_dependence, toon.ff_min_style_progress,
-                                                  toon.ff_score_fraction)):
-            raise ValueError(f"--ff-min-dependence, --ff-min-style-progress and --ff-score-fraction must be in [0, 1], "
-                             f"got {toon.ff_min_dependence}, {toon.ff_min_style_progress} and {toon.ff_score_fraction}")
+        fractions = ("ff_min_dependence", "ff_min_style_progress", "ff_score_fraction", "ff_keep_faces")
+        for name in fractions:
+            if not 0 <= getattr(toon, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(toon, name)}")
         if toon.ff_train_images < 1 or toon.ff_heldout_images < 0 or toon.ff_gate_steps < 1:
             raise ValueError("--ff-train-images and --ff-gate-steps must be at least 1, --ff-heldout-images at least 0")
         if toon.style_blend:
@@ -675,7 +680,7 @@ class FeedForward(Method):
             train_images=toon.ff_train_images,
             heldout_images=toon.ff_heldout_images, gate_steps=toon.ff_gate_steps,
             max_loss_ratio=toon.ff_max_loss_ratio, min_dependence=toon.ff_min_dependence,
-            min_style_progress=toon.ff_min_style_progress,
+            min_style_progress=toon.ff_min_style_progress, keep_faces=toon.ff_keep_faces,
             score_fraction=toon.ff_score_fraction, backend=toon.backend,
         )
         columns = dict(

@@ -66,6 +66,9 @@ MIN_DEPENDENCE = 0.3
 #: toward the style a network takes the photos, as a share of how far NST takes them. Networks that return the
 #: photo measured 0.00-0.05, every stylising network of r22-r34 0.62-0.99, the peer 0.23-0.85 (bench/FF_RESEARCH.md).
 MIN_STYLE_PROGRESS = 0.5
+#: The default share of the photo blended back inside detected faces when a network is applied
+#: (transforms.quality.keep_faces; the pipeline's --ff-keep-faces): bench/FF_RESEARCH.md finding 25.
+KEEP_FACES = 0.5
 
 OUTPUTS = ("residual", "sigmoid")
 PRECISIONS = ("auto", "float32", "bfloat16")
