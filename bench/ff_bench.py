@@ -7,8 +7,8 @@ Sections (`--sections`, default all):
            training photos (scikit-image's bundled photos + samples/content, minus HELD_OUT)
   quality  the held-out photos at --eval-size px: the seed's NST loss of the network's outputs
            against NST after 100 (and with --full 500) seed-setting Adam steps, terms apart,
-           gray SSIM to the photo; a contact sheet photo | NST-100 | feed-forward | the same with the
-           default --ff-keep-faces | peer per style
+           gray SSIM to the photo; a contact sheet photo | NST-100 | feed-forward as the pipeline
+           writes it (the default --ff-keep-faces) | the network alone | peer per style
   speed    apply s/image at 256, 512, 1024 px (batch 1 and 4), NST s/pair at 100 steps (timed
            over --nst-timing-steps steps after a compiling call, scaled to 100), break-even
   memory   peak RSS of a worker process training at 256 px crops, batch 4 (--memory-steps steps)
@@ -222,7 +222,7 @@ def section_quality(args, extractor, networks, out):
     from transforms.feedforward.training import as_float01
     from transforms.images import encode_png, to_uint8
     from transforms.nst.optimize import style_targets
-    from transforms.quality import FaceDetector, keep_faces
+    from transforms.quality import FaceDetector
 
     peer = _peer() if "peer" in args.sections else None
     if "peer" in args.sections and peer is None:
@@ -232,9 +232,8 @@ def section_quality(args, extractor, networks, out):
         style_image = load_style(style)
         grams = style_targets(extractor, as_float01(style_image, args.eval_size))
         photos = [as_float01(load_photo(n), args.eval_size) for n in HELD_OUT]
-        # what the pipeline writes with its default --ff-keep-faces, beside the network alone
-        others = {"ff_faces": [keep_faces(apply(networks[style], p), p, detector(p), KEEP_FACES) for p in photos]}
-        report = {}
+        # "ff" is what the pipeline writes (the default --ff-keep-faces), "ff_net" the network alone
+        others, report = {"ff_net": [apply(networks[style], p) for p in photos]}, {}
         if peer is not None:
             seconds, others["peer"] = [], []
             for photo in photos:
@@ -246,7 +245,7 @@ def section_quality(args, extractor, networks, out):
         for steps in args.nst_steps:
             nst = [nst_cached(extractor, n, p, style, grams, args.eval_size, steps) for n, p in zip(HELD_OUT, photos)]
             held = evaluate_heldout(networks[style], extractor, photos, style_image, args.eval_size, steps, nst,
-                                    detector, others)
+                                    detector, others, keep_faces=KEEP_FACES)
             summary = held.summary
             if "peer" in held.images:
                 summary.update({f"peer_ratio_{k[6:]}": v for k, v in summarise(held.rows, "peer").items()

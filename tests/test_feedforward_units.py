@@ -15,7 +15,7 @@ from pipeline.methods import feedforward
 from pipeline.methods.feedforward import TRAIN_METHOD, FFJob, StyleModel, TrainFn, TrainingPhoto, gate_refusal
 from pipeline.units import RunContext, UnitContext
 from transforms.feedforward.network import ReflectPad, apply, build_network
-from transforms.feedforward.settings import FFSettings
+from transforms.feedforward.settings import KEEP_FACES, FFSettings
 from transforms.feedforward.training import TrainResult, _Crops
 from transforms.nst.settings import NSTSettings
 
@@ -78,7 +78,7 @@ def test_style_controls_change_the_outputs_hash_but_not_the_models(controls):
 
 
 def _model(heldout: dict | None) -> StyleModel:
-    card = {"heldout": heldout}
+    card = {"heldout": None if heldout is None else {"keep_faces": KEEP_FACES, **heldout}}  # scored as written
     return StyleModel(ManifestEntry("s", "s.png"), STYLE_SHA256, "models/s.weights.h5", card, grams=None)
 
 
@@ -109,7 +109,7 @@ def test_training_holds_out_the_last_photos_and_trains_on_the_rest(heldout_image
         seen["trained"] = len(photos)
         return TrainResult(build_network(TINY), [(25, 1.0)], 1.0, 0.0, 1e-3)
 
-    def fake_evaluate(network, extractor, photos, style, max_dim, nst_steps, detector=None):
+    def fake_evaluate(network, extractor, photos, style, max_dim, nst_steps, detector=None, keep_faces=0.0):
         seen["scored"] = len(photos)
         return types.SimpleNamespace(summary={"ratio_total": 1.0})
 
@@ -144,11 +144,11 @@ def test_only_the_sampled_share_of_pairs_is_scored():
      "hardly move toward the style (style progress 0.06, below 0.5; 2 NST steps: 1)"),  # the photo returned
 ])
 def test_the_quality_gate_refuses_lost_faces_photo_free_textures_and_the_photo_itself(heldout, reason):
-    model = StyleModel(ManifestEntry("s", "s.png"), "0" * 64, "m.weights.h5", {"heldout": heldout}, None)
+    model = _model(heldout)
     refusal = gate_refusal(model, FFJob(gate_steps=2))
     assert refusal.error_type == "quality_gate" and reason in str(refusal)
     accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5, ff_style_progress=0.5)
-    assert gate_refusal(model._replace(card={"heldout": accepted}), FFJob(gate_steps=2)) is None
+    assert gate_refusal(_model(accepted), FFJob(gate_steps=2)) is None
     if "style progress" in reason:  # --ff-min-style-progress 0 turns that floor off
         assert gate_refusal(model, FFJob(gate_steps=2, min_style_progress=0)) is None
 

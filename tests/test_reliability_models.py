@@ -58,7 +58,10 @@ def _model(heldout: dict | None):
     from pipeline.io.manifests import ManifestEntry
     from pipeline.methods.feedforward import StyleModel
 
-    card = {"heldout": heldout, "weights_sha256": "0" * 64}
+    from transforms.feedforward.settings import KEEP_FACES
+
+    scored = None if heldout is None else {"keep_faces": KEEP_FACES, **heldout}  # as the default run writes
+    card = {"heldout": scored, "weights_sha256": "0" * 64}
     return StyleModel(ManifestEntry("s", "s.png"), "sha", "models/s.weights.h5", card, None)
 
 
@@ -77,9 +80,20 @@ def test_the_gate_never_compares_with_a_figure_for_other_gate_steps():
     model = _model({"ratio_total": 1.5, "gate_steps": 1})  # passes 2x against 1 step, but 20 were asked for
     refusal = gate_refusal(model, FFJob(max_loss_ratio=2.0, gate_steps=20))
     assert refusal is not None and refusal.error_type == "quality_gate"
-    assert "scored against 1 NST steps, not --ff-gate-steps 20" in str(refusal)
+    assert "scored against 1 NST steps with --ff-keep-faces 0.5, not --ff-gate-steps 20" in str(refusal)
     worse = gate_refusal(_model({"ratio_total": 7.5, "gate_steps": 20}), FFJob(max_loss_ratio=2.0, gate_steps=20))
     assert "7.50x that of 20 NST steps" in str(worse)
+
+
+def test_the_gate_never_judges_images_with_another_face_guard():
+    """Figures of the network's images with --ff-keep-faces 0 do not judge a run that writes them with 0.5
+    (nor the other way round): without held-out photos to score again, the gate refuses."""
+    from pipeline.methods.feedforward import FFJob, gate_refusal
+
+    unguarded = _model({"ratio_total": 1.5, "gate_steps": 20, "keep_faces": 0.0})
+    refusal = gate_refusal(unguarded, FFJob(gate_steps=20, keep_faces=0.5))
+    assert refusal is not None and "with --ff-keep-faces 0, not --ff-gate-steps 20 with --ff-keep-faces 0.5" in str(refusal)
+    assert gate_refusal(unguarded, FFJob(gate_steps=20, keep_faces=0.0)) is None
 
 
 @pytest.mark.slow

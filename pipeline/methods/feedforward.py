@@ -115,6 +115,10 @@ class FFJob:
             heldout_images=self.heldout_images,
         )
 
+    def scored_like(self, heldout: dict) -> bool:
+        """Whether a card's held-out figures judge what this run writes (against the same NST reference)."""
+        return heldout["gate_steps"] == self.gate_steps and heldout.get("keep_faces", 0.0) == self.keep_faces
+
     def apply_controls(self) -> dict:
         c = self.controls
         return dict(max_dim=c.max_dim, output_size=c.output_size, max_output_dim=c.max_output_dim,
@@ -323,7 +327,7 @@ class TrainFn(WithSharedExtractor):
                 if not reused:
                     with watch.phase("compute"):
                         card = self._train(entry, sha256, model_uri, style, photos)
-                elif card["heldout"] is not None and card["heldout"]["gate_steps"] != job.gate_steps:
+                elif card["heldout"] is not None and not job.scored_like(card["heldout"]):
                     with watch.phase("compute"):
                         card = self._rescore(model_uri, card, network, style, photos)
         except Exception as exc:  # noqa: BLE001 - a style that cannot be trained fails its pairs, not the run
@@ -394,22 +398,23 @@ class TrainFn(WithSharedExtractor):
         return card
 
     def _score(self, network, style, heldout: list) -> dict | None:
-        """The held-out figures of the quality gate: `network` against --ff-gate-steps NST steps on the
-        held-out photos (None without any)."""
+        """The held-out figures of the quality gate: `network`'s images as this run writes them (with
+        --ff-keep-faces) against --ff-gate-steps NST steps on the held-out photos (None without any)."""
         if not heldout:
             return None
         start = time.perf_counter()
         job = self._job
         scores = evaluate_heldout(network, self._extractor, [p.image for p in heldout], style,
                                   max_dim=job.controls.max_dim, nst_steps=job.gate_steps,
-                                  detector=quality.FaceDetector()).summary
-        return dict(photos=[p.id for p in heldout], gate_steps=job.gate_steps, seconds=time.perf_counter() - start,
-                    **scores)
+                                  detector=quality.FaceDetector(), keep_faces=job.keep_faces).summary
+        return dict(photos=[p.id for p in heldout], gate_steps=job.gate_steps, keep_faces=job.keep_faces,
+                    seconds=time.perf_counter() - start, **scores)
 
     def _rescore(self, model_uri, card, network, style, photos) -> dict:
-        """A reused model scored against another number of NST steps is scored again against this run's
-        --ff-gate-steps (its card updated), so that the gate never compares with another reference. Without
-        held-out photos now, the card stays, and the gate refuses a figure for other steps."""
+        """A reused model scored against another number of NST steps, or with another --ff-keep-faces, is
+        scored again as this run asks (its card updated), so that the gate never judges other images or
+        compares with another reference. Without held-out photos now, the card stays, and the gate refuses
+        the figures."""
         _, heldout, _ = split_photos(photos, self._job.heldout_images)
         scores = self._score(network, style, heldout)
         if scores is None:
@@ -481,10 +486,11 @@ def gate_refusal(model: StyleModel, job: FFJob) -> UnitError | None:
                                          f"photos to hold any out), --ff-max-loss-ratio {job.max_loss_ratio:g} "
                                          "refuses it")
     steps = heldout["gate_steps"]
-    if steps != job.gate_steps:
-        return UnitError("quality_gate", f"model {model.model_uri} was scored against {steps} NST steps, not "
-                                         f"--ff-gate-steps {job.gate_steps}, and no held-out photo is left to "
-                                         "score it again")
+    if not job.scored_like(heldout):
+        return UnitError("quality_gate", f"model {model.model_uri} was scored against {steps} NST steps with "
+                                         f"--ff-keep-faces {heldout.get('keep_faces', 0.0):g}, not --ff-gate-steps "
+                                         f"{job.gate_steps} with --ff-keep-faces {job.keep_faces:g}, and no "
+                                         "held-out photo is left to score it again")
     reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None, reference=f"{steps} NST steps",
                             min_style_progress=job.min_style_progress or None)
     if reasons:

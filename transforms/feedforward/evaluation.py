@@ -55,16 +55,21 @@ def score_images(extractor, photos, images: dict, grams, detector=None) -> list[
 
 
 def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256, nst_steps: int = 100,
-                     nst_images=None, detector=None, others=None) -> HeldOut:
+                     nst_images=None, detector=None, others=None, keep_faces: float = 0.0) -> HeldOut:
     """Photos and style resized to `max_dim` (long side); each photo through `network` and through
     `nst_steps` NST steps (or the given `nst_images`, e.g. cached), all scored with the seed's loss and
     the panel (faces with `detector`, e.g. `quality.FaceDetector()`); `others`: more methods' outputs
-    (name -> images at the photos' sizes) scored the same way."""
+    (name -> images at the photos' sizes) scored the same way. `keep_faces` > 0 (with a `detector`):
+    the network's outputs are scored as the pipeline writes them, with that share of the photo kept
+    inside its faces (`quality.keep_faces`)."""
     photos = [as_float01(p, max_dim) for p in photos]
     grams = style_targets(extractor, as_float01(style_image, max_dim))
     if nst_images is None:
         nst_images = [nst_reference(extractor, p, grams, nst_steps) for p in photos]
-    images = {"nst": list(nst_images), "ff": [apply(network, p) for p in photos], **(others or {})}
+    outputs = [apply(network, p) for p in photos]
+    if keep_faces and detector is not None:
+        outputs = [quality.keep_faces(o, p, detector(p), keep_faces) for o, p in zip(outputs, photos)]
+    images = {"nst": list(nst_images), "ff": outputs, **(others or {})}
     rows = score_images(extractor, photos, images, grams, detector)
     summary = summarise(rows)
     summary["photo_style"] = float(np.mean([seed_losses(extractor, p, p, grams)["style"] for p in photos]))
