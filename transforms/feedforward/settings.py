@@ -14,10 +14,11 @@ class FFSettings:
     # Data: photos and the style image are resized so that their long side is `image_size` (the
     # size the network will mostly be applied at, so that the style's texture scale matches), then
     # training takes random `train_size` px square crops of the photos. The defaults are the best
-    # CPU-sized budget measured (bench/FF_RESEARCH.md, run r10).
+    # CPU-sized budget measured (bench/FF_RESEARCH.md, runs r10 and r36: 1000 steps, about 11 min per
+    # style alone on a 2-core EPYC).
     image_size: int = 256
     train_size: int = 128
-    train_steps: int = 600
+    train_steps: int = 1000
     batch_size: int = 8
     # Adam with a linear warmup to `learning_rate`, then cosine decay to lr x `final_lr_fraction`.
     learning_rate: float = 3e-2
@@ -50,8 +51,9 @@ class FFSettings:
     saturation_weight: float = 1e9
     saturation_limit: float = 0.02
     # Colour term: the output's and the photo's RGB, average-pooled `color_pool` x `color_pool`, compared cell
-    # by cell (transforms.nst.losses.color_loss): the photo's colours per region, the style's below that scale.
-    color_weight: float = 0.0
+    # by cell (transforms.nst.losses.color_loss): the photo's colours per region, the style's below that scale
+    # (r34, r36: with 1000 steps, a lower style term than r29's on every style and stained_glass's cells).
+    color_weight: float = 1e9
     color_pool: int = 16
     seed: int = 0
     precision: str = "auto"  # the extractor's: float32 | bfloat16 | auto (bfloat16 where the CPU has it)
