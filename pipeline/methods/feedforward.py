@@ -183,9 +183,10 @@ class StyleExample(typing.NamedTuple):
     image: np.ndarray  # float32 [0,1], the size the network is applied at
     model_uri: str
     base: dict  # the pair's report columns so far
-    seconds_decode: float  # this pair's share of reading and decoding the content
+    seconds_decode: float  # this pair's share of reading, decoding and preparing the content (faces found)
     fingerprints: dict | None = None  # the inputs' fingerprints by role, for the output's sidecar
     weights_sha256: str | None = None  # the model's weights as its card recorded them (checked on load)
+    faces: tuple = ()  # the content's faces (quality.Box), found once for all its styles (--ff-keep-faces)
 
 
 class ModelFailure(typing.NamedTuple):
@@ -426,8 +427,9 @@ class TrainFn(WithSharedExtractor):
 
 class PrepareFn(beam.DoFn):
     """One content photo for all its pending pairs: read, hashed, reused (--incremental) or decoded and
-    resized once, then one (style_id, StyleExample) per pair whose style has a usable model; pairs whose
-    style has none, or a model the quality gate refuses, end here as error rows."""
+    resized once, its faces found once (--ff-keep-faces), then one (style_id, StyleExample) per pair whose
+    style has a usable model; pairs whose style has none, or a model the quality gate refuses, end here
+    as error rows."""
 
     def __init__(self, units: UnitContext, job: FFJob):
         self._units = units
@@ -435,6 +437,7 @@ class PrepareFn(beam.DoFn):
 
     def setup(self):
         self._units = self._job.on_worker(self._units)
+        self._detector = quality.FaceDetector()  # its model loads on first use
 
     def process(self, element, models: list, previous=None):
         units = self._units
@@ -448,6 +451,7 @@ class PrepareFn(beam.DoFn):
         try:
             with watch.phase("decode"):
                 image = self._prepare(units.decode(source.data))
+                faces = tuple(self._detector(image)) if self._job.keep_faces else ()
         except Exception as exc:  # noqa: BLE001
             yield from fail_pairs(units, entry, pending, bases, exc, watch.seconds.get("decode"), row_tag=ROWS)
             return
@@ -461,7 +465,7 @@ class PrepareFn(beam.DoFn):
                 continue
             fingerprints = {"content": source.fingerprint, "style": model.fingerprint}
             yield model.entry.id, StyleExample(entry, model.entry, image, model.model_uri, base, share, fingerprints,
-                                               model.weights_sha256)
+                                               model.weights_sha256, faces)
 
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
         """The photo at the size the network runs at: --max-dim, or the --output-size (no pyramid: the
@@ -566,13 +570,13 @@ class StyleNetworkHandler(ModelHandler):
 
 class FinishFn(WithSharedExtractor):
     """A stylised pair: style strength (a blend towards the photo), the faces kept (--ff-keep-faces: some of
-    the photo blended back inside each face MTCNN finds in it), colours, the image and its row; for
+    the photo blended back inside each face PrepareFn found in it), colours, the image and its row; for
     the sampled pairs (--ff-score-fraction) the seed's loss of the result (at --max-dim, against the
     style's grams at --max-dim, as NST rows) and the quality panel (structure, faces kept)."""
 
     def setup(self):
         super().setup()
-        self._detector = quality.FaceDetector()  # its model loads on first use (--ff-keep-faces, a scored pair)
+        self._detector = quality.FaceDetector()  # its model loads on the first scored pair only
 
     def process(self, keyed, models: list):
         units, settings = self._units, self._job.controls
@@ -589,9 +593,7 @@ class FinishFn(WithSharedExtractor):
         try:
             with watch.phase("compute"):
                 result = np.clip(example.image + settings.style_strength * (stylised - example.image), 0.0, 1.0)
-                if self._job.keep_faces:
-                    faces = self._detector(example.image)
-                    result = quality.keep_faces(result, example.image, faces, self._job.keep_faces)
+                result = quality.keep_faces(result, example.image, example.faces, self._job.keep_faces)
                 if settings.preserve_colors:
                     result = controls.preserve_colors(result, example.image)
                 written = images.to_uint8(result)  # the losses are those of the image as written
