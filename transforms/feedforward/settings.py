@@ -14,7 +14,7 @@ class FFSettings:
     # Data: photos and the style image are resized so that their long side is `image_size` (the
     # size the network will mostly be applied at, so that the style's texture scale matches), then
     # training takes random `train_size` px square crops of the photos. The defaults are the best
-    # CPU-sized budget measured (bench/FF_RESEARCH.md, runs r10 and r36: 1000 steps, about 11 min per
+    # CPU-sized budget measured (bench/FF_RESEARCH.md, runs r10 and r36: 1000 steps, 11-14 min per
     # style alone on a 2-core EPYC).
     image_size: int = 256
     train_size: int = 128
