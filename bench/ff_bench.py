@@ -217,7 +217,6 @@ def section_quality(args, extractor, networks, out):
     import numpy as np
 
     from transforms.feedforward.evaluation import evaluate_heldout, gate_failures, summarise
-    from transforms.feedforward.network import apply
     from transforms.feedforward.settings import KEEP_FACES
     from transforms.feedforward.training import as_float01
     from transforms.images import encode_png, to_uint8
@@ -232,8 +231,7 @@ def section_quality(args, extractor, networks, out):
         style_image = load_style(style)
         grams = style_targets(extractor, as_float01(style_image, args.eval_size))
         photos = [as_float01(load_photo(n), args.eval_size) for n in HELD_OUT]
-        # "ff" is what the pipeline writes (the default --ff-keep-faces), "ff_net" the network alone
-        others, report = {"ff_net": [apply(networks[style], p) for p in photos]}, {}
+        others, report = {}, {}
         if peer is not None:
             seconds, others["peer"] = [], []
             for photo in photos:
@@ -245,7 +243,8 @@ def section_quality(args, extractor, networks, out):
         for steps in args.nst_steps:
             nst = [nst_cached(extractor, n, p, style, grams, args.eval_size, steps) for n, p in zip(HELD_OUT, photos)]
             held = evaluate_heldout(networks[style], extractor, photos, style_image, args.eval_size, steps, nst,
-                                    detector, others, keep_faces=KEEP_FACES)
+                                    detector, others, keep_faces=KEEP_FACES, network_alone=True)
+            # "ff" is what the pipeline writes (the default --ff-keep-faces), "ff_net" the network alone
             summary = held.summary
             if "peer" in held.images:
                 summary.update({f"peer_ratio_{k[6:]}": v for k, v in summarise(held.rows, "peer").items()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, SAMPLES, requires_real_weights, sample_photo
-from transforms import images
+from transforms import images, quality
 from transforms.feedforward import evaluation
 from transforms.feedforward.network import apply, build_network, load_network, save_network
 from transforms.feedforward.settings import FFSettings, check_settings
@@ -156,6 +156,28 @@ def test_the_color_term_charges_a_recoloured_region_and_not_a_finer_texture(rand
     assert expected > 1e3 and extra == pytest.approx(expected, rel=1e-3)
     checkerboard = np.where((np.indices((32, 32)).sum(axis=0) % 2)[..., None], 0.05, -0.05).astype(np.float32)
     assert float(np.asarray(color_loss(crops + checkerboard, crops, 4, 1e6)).max()) < 1e-6 * expected
+
+
+def test_heldout_finds_each_photos_faces_once_and_scores_the_written_and_the_raw_outputs(tiny_run, random_extractor,
+                                                                                        photos, style):
+    """With the face guard, the held-out panel judges the images as written ("ff") and, asked, the network's
+    own ("ff_net"); the detector runs once per photo and once per scored output, never twice on a photo."""
+    calls = []
+
+    def detector(image):
+        calls.append(image)
+        return [quality.Box(10.0, 10.0, 30.0, 30.0, 1.0)]
+
+    nst = [as_float01(p, 96)[:, ::-1] for p in photos]  # any other image will do: the test counts, it does not judge
+    held = evaluation.evaluate_heldout(tiny_run.network, random_extractor, photos, style, 96, nst_images=nst,
+                                       detector=detector, keep_faces=1.0, network_alone=True)
+    assert list(held.images) == ["nst", "ff", "ff_net"]
+    assert len(calls) == len(photos) * 4  # each photo, then the nst, ff and ff_net outputs
+    for photo, written, raw in zip(held.photos, held.images["ff"], held.images["ff_net"]):
+        mask = quality.face_mask(photo.shape, detector(photo))[..., 0]
+        assert np.abs(written[mask > 0.999] - photo[mask > 0.999]).max() < 1e-3  # the photo inside the face
+        assert np.array_equal(written[mask == 0], raw[mask == 0])  # the network's own outside it
+    assert held.summary["ff_ssim"] > held.summary["ff_net_ssim"]
 
 
 @requires_real_weights

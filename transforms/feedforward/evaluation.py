@@ -42,10 +42,11 @@ def nst_reference(extractor, photo: np.ndarray, grams, steps: int) -> np.ndarray
     return stylize(extractor, photo, content_targets(extractor, photo), [grams], settings).images[0]
 
 
-def score_images(extractor, photos, images: dict, grams, detector=None) -> list[dict]:
+def score_images(extractor, photos, images: dict, grams, detector=None, photo_faces=None) -> list[dict]:
     """Per method (`images`: name -> one output per photo) and photo: the seed's loss terms and the
-    structure panel; each photo's faces are found once."""
-    photo_faces = [detector(photo) for photo in photos] if detector is not None else [None] * len(photos)
+    structure panel; each photo's faces are found once (or given: `photo_faces`, one list per photo)."""
+    if photo_faces is None:
+        photo_faces = [detector(photo) if detector is not None else None for photo in photos]
     rows = []
     for method, outputs in images.items():
         for index, (photo, image, faces) in enumerate(zip(photos, outputs, photo_faces)):
@@ -55,22 +56,25 @@ def score_images(extractor, photos, images: dict, grams, detector=None) -> list[
 
 
 def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256, nst_steps: int = 100,
-                     nst_images=None, detector=None, others=None, keep_faces: float = 0.0) -> HeldOut:
+                     nst_images=None, detector=None, others=None, keep_faces: float = 0.0,
+                     network_alone: bool = False) -> HeldOut:
     """Photos and style resized to `max_dim` (long side); each photo through `network` and through
     `nst_steps` NST steps (or the given `nst_images`, e.g. cached), all scored with the seed's loss and
     the panel (faces with `detector`, e.g. `quality.FaceDetector()`); `others`: more methods' outputs
     (name -> images at the photos' sizes) scored the same way. `keep_faces` > 0 (with a `detector`):
     the network's outputs are scored as the pipeline writes them, with that share of the photo kept
-    inside its faces (`quality.keep_faces`)."""
+    inside its faces (`quality.keep_faces`), and with `network_alone` also as the network returns them
+    ("ff_net")."""
     photos = [as_float01(p, max_dim) for p in photos]
     grams = style_targets(extractor, as_float01(style_image, max_dim))
     if nst_images is None:
         nst_images = [nst_reference(extractor, p, grams, nst_steps) for p in photos]
-    outputs = [apply(network, p) for p in photos]
-    if keep_faces and detector is not None:
-        outputs = [quality.keep_faces(o, p, detector(p), keep_faces) for o, p in zip(outputs, photos)]
-    images = {"nst": list(nst_images), "ff": outputs, **(others or {})}
-    rows = score_images(extractor, photos, images, grams, detector)
+    photo_faces = [detector(p) for p in photos] if detector is not None else None
+    raw = [apply(network, p) for p in photos]
+    outputs = ([quality.keep_faces(o, p, faces, keep_faces) for o, p, faces in zip(raw, photos, photo_faces)]
+               if keep_faces and detector is not None else raw)
+    images = {"nst": list(nst_images), "ff": outputs, **({"ff_net": raw} if network_alone else {}), **(others or {})}
+    rows = score_images(extractor, photos, images, grams, detector, photo_faces)
     summary = summarise(rows)
     summary["photo_style"] = float(np.mean([seed_losses(extractor, p, p, grams)["style"] for p in photos]))
     for method, outputs in images.items():
