@@ -217,7 +217,6 @@ def section_quality(args, extractor, networks, out):
     import numpy as np
 
     from transforms.feedforward.evaluation import evaluate_heldout, gate_failures, summarise
-    from transforms.feedforward.settings import KEEP_FACES
     from transforms.feedforward.training import as_float01
     from transforms.images import encode_png, to_uint8
     from transforms.nst.optimize import style_targets
@@ -243,7 +242,7 @@ def section_quality(args, extractor, networks, out):
         for steps in args.nst_steps:
             nst = [nst_cached(extractor, n, p, style, grams, args.eval_size, steps) for n, p in zip(HELD_OUT, photos)]
             held = evaluate_heldout(networks[style], extractor, photos, style_image, args.eval_size, steps, nst,
-                                    detector, others, keep_faces=KEEP_FACES, network_alone=True)
+                                    detector, others, keep_faces=args.keep_faces, network_alone=True)
             # "ff" is what the pipeline writes (the default --ff-keep-faces), "ff_net" the network alone
             summary = held.summary
             if "peer" in held.images:
@@ -391,6 +390,8 @@ def main():
     parser.add_argument("--set", action="append", default=[], help="FFSettings field=value (repeatable)")
     parser.add_argument("--tag", default="", help="names the saved weights and sheets (default: a timestamp)")
     parser.add_argument("--eval-size", type=int, default=256)
+    parser.add_argument("--keep-faces", type=float, default=None,
+                        help="the share of the photo kept inside faces in the written images (default: the pipeline's)")
     parser.add_argument("--full", action="store_true", help="also compare against NST-500")
     parser.add_argument("--nst-timing-steps", type=int, default=20)
     parser.add_argument("--memory-steps", type=int, default=10)
@@ -405,7 +406,7 @@ def main():
 
     import keras
 
-    from transforms.feedforward.settings import FFSettings
+    from transforms.feedforward.settings import KEEP_FACES, FFSettings
     from transforms.nst.extractors import load_extractor
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -413,10 +414,11 @@ def main():
     args.sections = args.sections.split(",")
     args.styles = args.styles.split(",")
     args.nst_steps = [100, 500] if args.full else [100]
+    args.keep_faces = KEEP_FACES if args.keep_faces is None else args.keep_faces
     settings = FFSettings(**parse_sets(args.set))
     out = {"time": stamp, "tag": args.tag, "note": args.note, "cpu": cpu_name(), "backend": keras.backend.backend(),
            "load_avg_start": os.getloadavg()[0], "settings": dataclasses.asdict(settings), "held_out": HELD_OUT,
-           "eval_size": args.eval_size}
+           "eval_size": args.eval_size, "keep_faces": args.keep_faces}
     print(f"ff bench {args.tag}: {out['cpu']}, backend {out['backend']}, load {out['load_avg_start']:.2f}; "
           f"settings {args.set or 'defaults'}", flush=True)
     extractor = load_extractor("vgg19", "imagenet")
