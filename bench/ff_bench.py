@@ -208,7 +208,8 @@ def _panel_line(summary, name):
     return (f"{name}: content {summary[f'{name}_content']:.3g} style {summary[f'{name}_style']:.3g} tv "
             f"{summary[f'{name}_tv']:.3g}; SSIM {summary[f'{name}_ssim']:.3f}, edges {summary[f'{name}_edges']:.3f}"
             f"{faces}" + (f", dependence {dependence:.2f}" if dependence is not None else "")
-            + (f", style progress {progress:.2f}" if progress is not None else ""))
+            + (f", style progress {progress:.2f}" if progress is not None else "")
+            + (f", saturated {summary[f'{name}_saturated']:.1%}" if f"{name}_saturated" in summary else ""))
 
 
 def section_quality(args, extractor, networks, out):

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.io import storage
 from pipeline.io.manifests import ManifestRules
 from transforms.cartoon import PRESETS, CartoonParams
-from transforms.feedforward.settings import KEEP_FACES, MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
+from transforms.feedforward.settings import KEEP_FACES, MAX_SATURATED, MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
 from transforms.nst.settings import EXTRACTOR_NAMES, NSTSettings
 
 CARTOON_HELP = {
@@ -290,6 +290,12 @@ class ToonbeamOptions(PipelineOptions):
             help="refuse a model whose held-out outputs move less than this toward the style, as a share of how far "
             "NST at --ff-gate-steps moves them (the seed's style term; a model that returns the photo scores about 0); "
             f"0 turns the check off (default: {MIN_STYLE_PROGRESS})",
+        )
+        ff.add_argument(
+            *_spellings("ff_max_saturated"), dest="ff_max_saturated", type=float, default=MAX_SATURATED,
+            help="refuse a model whose held-out outputs have this share of saturated pixels (pure colours such as "
+            "(0, 0, 1): flat stamps pasted on the photo, transforms.quality.saturated_share) more than the style "
+            f"image; 1 turns the check off (default: {MAX_SATURATED})",
         )
         ff.add_argument(
             *_spellings("ff_keep_faces"), dest="ff_keep_faces", type=float, default=KEEP_FACES,

@@ -29,12 +29,12 @@ from transforms.nst.settings import NSTSettings
 pytestmark = pytest.mark.slow
 
 #: Tiny training: 64 px photos, 32 px crops, 10 steps; random extractor weights (the mechanics, not the art);
-#: every pair scored with the seed's loss (the default scores none); no dependence or style floor (10 steps on
-#: random weights blur noise photos to mush, which the default gate rightly refuses); no face detection.
+#: every pair scored with the seed's loss (the default scores none); no dependence, style or saturation check
+#: (10 steps on random weights turn noise photos into mush, which the default gate rightly refuses); no face detection.
 TINY = ["--method", "feedforward", "--weights", "random", "--max-dim", "64", "--ff-train-steps", "10",
         "--ff-loss-every", "5", "--ff-train-size", "32", "--ff-width", "8", "--ff-residual-blocks", "1",
         "--ff-gate-steps", "2", "--ff-score-fraction", "1", "--ff-min-dependence", "0",
-        "--ff-min-style-progress", "0", "--ff-keep-faces", "0"]
+        "--ff-min-style-progress", "0", "--ff-max-saturated", "1", "--ff-keep-faces", "0"]
 
 
 def _catalog(tmp_path, contents=3, styles=2):

@@ -142,15 +142,21 @@ def test_only_the_sampled_share_of_pairs_is_scored():
      "hardly depend on their photos (dependence 0.05, below 0.3)"),
     (dict(faces_photo=2, ff_faces_kept=2, nst_faces_kept=2, ff_dependence=1.0, ff_style_progress=0.06, gate_steps=2),
      "hardly move toward the style (style progress 0.06, below 0.5; 2 NST steps: 1)"),  # the photo returned
+    (dict(faces_photo=2, ff_faces_kept=2, nst_faces_kept=2, ff_dependence=1.0, ff_style_progress=0.9, gate_steps=2,
+          ff_saturated=0.08, style_saturated=0.01, photo_saturated=0.03),
+     "have 8.0% saturated pixels, flat pure colours (style image or photos: 3.0%; at most 4.0% more)"),  # stamps
 ])
-def test_the_quality_gate_refuses_lost_faces_photo_free_textures_and_the_photo_itself(heldout, reason):
+def test_the_quality_gate_refuses_lost_faces_photo_free_textures_the_photo_itself_and_stamps(heldout, reason):
     model = _model(heldout)
     refusal = gate_refusal(model, FFJob(gate_steps=2))
     assert refusal.error_type == "quality_gate" and reason in str(refusal)
-    accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5, ff_style_progress=0.5)
+    accepted = dict(heldout, ff_faces_kept=heldout["nst_faces_kept"], ff_dependence=0.5, ff_style_progress=0.5,
+                    ff_saturated=heldout.get("photo_saturated", 0.0) + 0.04)
     assert gate_refusal(_model(accepted), FFJob(gate_steps=2)) is None
     if "style progress" in reason:  # --ff-min-style-progress 0 turns that floor off
         assert gate_refusal(model, FFJob(gate_steps=2, min_style_progress=0)) is None
+    if "saturated" in reason:  # --ff-max-saturated 1 turns that ceiling off
+        assert gate_refusal(model, FFJob(gate_steps=2, max_saturated=1.0)) is None
 
 
 def test_a_style_target_sets_the_style_weight_per_style():
@@ -175,7 +181,8 @@ def test_a_style_target_sets_the_style_weight_per_style():
 
 
 @pytest.mark.parametrize("flag, value", [("--ff-keep-faces", "1.5"), ("--ff-min-style-progress", "-0.1"),
-                                         ("--ff-min-dependence", "2"), ("--ff-score-fraction", "nan")])
+                                         ("--ff-min-dependence", "2"), ("--ff-score-fraction", "nan"),
+                                         ("--ff-max-saturated", "-0.01")])
 def test_the_run_refuses_a_share_outside_0_to_1_before_any_work(tmp_path, flag, value):
     from pipeline import app
 

@@ -5,7 +5,9 @@ photo from a texture (bench/FF_RESEARCH.md), so a method is also judged by what 
   structure   gray SSIM and the correlation of edge maps, output against its photo;
   faces       the faces a detector finds in the photo that it finds again in the output;
   dependence  over several photos: do the outputs differ where the photos differ (a texture
-              generator returns the same picture whatever the photo: dependence about 0).
+              generator returns the same picture whatever the photo: dependence about 0);
+  saturated   the share of pure-colour pixels, such as (0, 0, 1): flat stamps pasted on an untouched
+              photo, which SSIM rates well.
 `keep_faces` uses the same detector to blend some of the photo back into its faces (`--ff-keep-faces`).
 numpy in, plain values out. Faces use MTCNN (the `mtcnn` package, MIT licence, weights in its wheel:
 no download), loaded on first use.
@@ -22,6 +24,8 @@ import numpy as np
 MIN_IOU = 0.3
 #: Detections below this confidence are ignored, in photos and outputs alike.
 MIN_CONFIDENCE = 0.9
+#: A pixel is saturated when one channel is at most this and another at least 1 - this.
+SATURATION = 0.03
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -195,10 +199,27 @@ class FaceDetector:
                 if f["confidence"] >= self.min_confidence]
 
 
+def saturated_share(image: np.ndarray) -> float:
+    """The share of pixels with one channel at most SATURATION and another at least 1 - SATURATION: pure
+    colours, where a sigmoid output has no gradient left. A network stuck there pastes flat stamps on the
+    photo (bench/FF_RESEARCH.md findings 19, 29: 6-71% of such networks' pixels, against at most 2.5% for
+    the others and 0.5-1.6% for NST-100; the sample styles have none). Float [0,1] or uint8 RGB.
+
+    >>> image = np.full((2, 2, 3), 0.5)
+    >>> image[0, 0], image[0, 1], image[1, 0] = (0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (0.01, 0.5, 0.99)
+    >>> saturated_share(image)  # pure blue and the near-pure mix; white is not a colour
+    0.5
+    """
+    image = np.asarray(image)
+    image = image / 255.0 if image.dtype == np.uint8 else image
+    return float(np.mean((image.min(axis=-1) <= SATURATION) & (image.max(axis=-1) >= 1 - SATURATION)))
+
+
 def structure(image: np.ndarray, photo: np.ndarray, detector=None, photo_faces=None) -> dict:
-    """The panel of one output against its photo: "ssim", "edges", and with a `detector` (or the
-    photo's faces already found) "faces_photo" and "faces_kept"."""
-    panel = {"ssim": gray_ssim(image, photo), "edges": edge_correlation(image, photo)}
+    """The panel of one output against its photo: "ssim", "edges", "saturated", and with a `detector`
+    (or the photo's faces already found) "faces_photo" and "faces_kept"."""
+    panel = {"ssim": gray_ssim(image, photo), "edges": edge_correlation(image, photo),
+             "saturated": saturated_share(image)}
     if detector is not None:
         photo_faces = detector(photo) if photo_faces is None else photo_faces
         panel.update(faces_photo=len(photo_faces), faces_kept=faces_kept(photo_faces, detector(image)))

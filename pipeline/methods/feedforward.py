@@ -53,7 +53,7 @@ from transforms.feedforward import network as ff_network
 from pipeline import progress
 from transforms import quality
 from transforms.feedforward.evaluation import evaluate_heldout, gate_failures
-from transforms.feedforward.settings import KEEP_FACES, MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
+from transforms.feedforward.settings import KEEP_FACES, MAX_SATURATED, MIN_DEPENDENCE, MIN_STYLE_PROGRESS, FFSettings
 from transforms.feedforward.settings import check_settings as check_training
 from transforms.feedforward.training import train
 from transforms.nst import controls
@@ -85,6 +85,7 @@ class FFJob:
     max_loss_ratio: float | None = None
     min_dependence: float = MIN_DEPENDENCE
     min_style_progress: float = MIN_STYLE_PROGRESS
+    max_saturated: float = MAX_SATURATED  # over the style image's own share (1: off)
     keep_faces: float = KEEP_FACES  # of the photo blended back inside each detected face (0: off)
     score_fraction: float = 0.0
     backend: str | None = None  # what --backend asked for (None: the workers' own)
@@ -496,10 +497,11 @@ def gate_refusal(model: StyleModel, job: FFJob) -> UnitError | None:
                                          f"{job.gate_steps} with --ff-keep-faces {job.keep_faces:g}, and no "
                                          "held-out photo is left to score it again")
     reasons = gate_failures(heldout, job.max_loss_ratio, job.min_dependence or None, reference=f"{steps} NST steps",
-                            min_style_progress=job.min_style_progress or None)
+                            min_style_progress=job.min_style_progress or None, max_saturated=job.max_saturated)
     if reasons:
         return UnitError("quality_gate", f"model {model.model_uri} is refused: {'; '.join(reasons)} "
-                                         "(--ff-min-dependence, --ff-min-style-progress, --ff-max-loss-ratio)")
+                                         "(--ff-min-dependence, --ff-min-style-progress, --ff-max-saturated, "
+                                         "--ff-max-loss-ratio)")
     return None
 
 
@@ -640,7 +642,8 @@ class FeedForward(Method):
         check_training(ff_settings(toon))
         if toon.ff_max_loss_ratio is not None and not toon.ff_max_loss_ratio > 0:
             raise ValueError(f"--ff-max-loss-ratio must be positive, got {toon.ff_max_loss_ratio}")
-        fractions = ("ff_min_dependence", "ff_min_style_progress", "ff_score_fraction", "ff_keep_faces")
+        fractions = ("ff_min_dependence", "ff_min_style_progress", "ff_max_saturated", "ff_score_fraction",
+                     "ff_keep_faces")
         for name in fractions:
             if not 0 <= getattr(toon, name) <= 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(toon, name)}")
@@ -688,7 +691,8 @@ class FeedForward(Method):
             train_images=toon.ff_train_images,
             heldout_images=toon.ff_heldout_images, gate_steps=toon.ff_gate_steps,
             max_loss_ratio=toon.ff_max_loss_ratio, min_dependence=toon.ff_min_dependence,
-            min_style_progress=toon.ff_min_style_progress, keep_faces=toon.ff_keep_faces,
+            min_style_progress=toon.ff_min_style_progress, max_saturated=toon.ff_max_saturated,
+            keep_faces=toon.ff_keep_faces,
             score_fraction=toon.ff_score_fraction, backend=toon.backend,
         )
         columns = dict(

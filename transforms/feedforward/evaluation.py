@@ -12,7 +12,7 @@ import numpy as np
 
 from transforms import quality
 from transforms.feedforward.network import apply
-from transforms.feedforward.settings import MIN_DEPENDENCE, MIN_STYLE_PROGRESS
+from transforms.feedforward.settings import MAX_SATURATED, MIN_DEPENDENCE, MIN_STYLE_PROGRESS
 from transforms.feedforward.training import as_float01
 from transforms.nst.optimize import content_targets, evaluate_losses, style_targets, stylize
 from transforms.nst.settings import NSTSettings
@@ -77,6 +77,8 @@ def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256
     rows = score_images(extractor, photos, images, grams, detector, photo_faces)
     summary = summarise(rows)
     summary["photo_style"] = float(np.mean([seed_losses(extractor, p, p, grams)["style"] for p in photos]))
+    summary["photo_saturated"] = float(np.mean([quality.saturated_share(p) for p in photos]))
+    summary["style_saturated"] = quality.saturated_share(as_float01(style_image, max_dim))
     for method, outputs in images.items():
         summary[f"{method}_dependence"] = quality.photo_dependence(outputs, photos) if len(photos) > 1 else None
         summary[f"{method}_style_progress"] = style_progress(summary["photo_style"], summary[f"{method}_style"],
@@ -103,8 +105,8 @@ PANEL = ("ssim", "edges", "faces_kept")
 
 def summarise(rows: list[dict], method: str = "ff", reference: str = "nst") -> dict:
     """Per loss term: the mean over photos of `method`'s term / `reference`'s ("ratio_<term>"), and
-    per method the mean terms, SSIM and edge correlation, and the faces kept in all photos (of
-    "faces_photo" found there)."""
+    per method the mean terms, SSIM, edge correlation and saturated share, and the faces kept in all
+    photos (of "faces_photo" found there)."""
     by = {(r["photo"], r["method"]): r for r in rows}
     photos = sorted({r["photo"] for r in rows})
     methods = sorted({r["method"] for r in rows})
@@ -112,7 +114,7 @@ def summarise(rows: list[dict], method: str = "ff", reference: str = "nst") -> d
     for term in TERMS:
         out[f"ratio_{term}"] = float(np.mean([by[p, method][term] / by[p, reference][term] for p in photos]))
     for name in methods:
-        for term in (*TERMS, "ssim", "edges"):
+        for term in (*TERMS, "ssim", "edges", "saturated"):
             out[f"{name}_{term}"] = float(np.mean([by[p, name][term] for p in photos]))
         if "faces_kept" in by[photos[0], name]:
             out[f"{name}_faces_kept"] = int(sum(by[p, name]["faces_kept"] for p in photos))
@@ -121,21 +123,26 @@ def summarise(rows: list[dict], method: str = "ff", reference: str = "nst") -> d
 
 
 def gate_failures(summary: dict, max_loss_ratio: float | None = None, min_dependence: float | None = MIN_DEPENDENCE,
-                  reference: str = "NST", min_style_progress: float | None = MIN_STYLE_PROGRESS) -> list[str]:
+                  reference: str = "NST", min_style_progress: float | None = MIN_STYLE_PROGRESS,
+                  max_saturated: float | None = MAX_SATURATED) -> list[str]:
     """Why a network's held-out `summary` is refused (empty: accepted): fewer faces kept than the
     reference (NST after the gate's steps), outputs that hardly depend on their photos (below
     `min_dependence`), outputs that hardly move toward the style (`style_progress` below
-    `min_style_progress`), a loss ratio over `max_loss_ratio` or not a number.
+    `min_style_progress`), a saturated share `max_saturated` above both the style image's and the
+    photos' (flat stamps), a loss ratio over `max_loss_ratio` or not a number.
 
     >>> gate_failures({"faces_photo": 2, "ff_faces_kept": 2, "nst_faces_kept": 2, "ff_dependence": 0.6,
-    ...                "ff_style_progress": 0.9, "ratio_total": 1.2}, max_loss_ratio=1.5, min_dependence=0.3)
+    ...                "ff_style_progress": 0.9, "ff_saturated": 0.01, "style_saturated": 0.0, "ratio_total": 1.2},
+    ...               max_loss_ratio=1.5, min_dependence=0.3)
     []
     >>> gate_failures({"faces_photo": 2, "ff_faces_kept": 0, "nst_faces_kept": 1, "ff_dependence": 0.1,
-    ...                "ff_style_progress": 0.1, "ratio_total": float("nan")},
-    ...               max_loss_ratio=1.5, min_dependence=0.3, min_style_progress=0.5)  # doctest: +NORMALIZE_WHITESPACE
+    ...                "ff_style_progress": 0.1, "ff_saturated": 0.12, "style_saturated": 0.0,
+    ...                "ratio_total": float("nan")}, max_loss_ratio=1.5, min_dependence=0.3, min_style_progress=0.5,
+    ...               max_saturated=0.04)  # doctest: +NORMALIZE_WHITESPACE
     ['keeps 0 of the 2 faces in the held-out photos, fewer than NST (1)',
      'its outputs hardly depend on their photos (dependence 0.10, below 0.3)',
      'its outputs hardly move toward the style (style progress 0.10, below 0.5; NST: 1)',
+     'its outputs have 12.0% saturated pixels, flat pure colours (style image or photos: 0.0%; at most 4.0% more)',
      'held-out loss nanx that of NST, above 1.5']
     """
     reasons = []
@@ -150,6 +157,11 @@ def gate_failures(summary: dict, max_loss_ratio: float | None = None, min_depend
     if min_style_progress is not None and progress is not None and not progress >= min_style_progress:
         reasons.append(f"its outputs hardly move toward the style (style progress {progress:.2f}, "
                        f"below {min_style_progress:g}; {reference}: 1)")
+    saturated = summary.get("ff_saturated")
+    own = max(summary.get("style_saturated") or 0.0, summary.get("photo_saturated") or 0.0)  # pure colours are theirs
+    if max_saturated is not None and saturated is not None and not saturated <= own + max_saturated:
+        reasons.append(f"its outputs have {saturated:.1%} saturated pixels, flat pure colours (style image or "
+                       f"photos: {own:.1%}; at most {max_saturated:.1%} more)")
     ratio = summary.get("ratio_total")
     if max_loss_ratio is not None and ratio is None:
         reasons.append(f"it has no held-out loss ratio to hold against {max_loss_ratio:g}")
