@@ -295,7 +295,7 @@ class ToonbeamOptions(PipelineOptions):
             *_spellings("ff_max_saturated"), dest="ff_max_saturated", type=float, default=MAX_SATURATED,
             help="refuse a model whose held-out outputs have this share of saturated pixels (pure colours such as "
             "(0, 0, 1): flat stamps pasted on the photo, transforms.quality.saturated_share) more than the style "
-            f"image; 1 turns the check off (default: {MAX_SATURATED})",
+            f"image or the held-out photos have; 1 turns the check off (default: {MAX_SATURATED})",
         )
         ff.add_argument(
             *_spellings("ff_keep_faces"), dest="ff_keep_faces", type=float, default=KEEP_FACES,

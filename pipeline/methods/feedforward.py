@@ -85,7 +85,7 @@ class FFJob:
     max_loss_ratio: float | None = None
     min_dependence: float = MIN_DEPENDENCE
     min_style_progress: float = MIN_STYLE_PROGRESS
-    max_saturated: float = MAX_SATURATED  # over the style image's own share (1: off)
+    max_saturated: float = MAX_SATURATED  # over the style image's or the photos' own share (1: off)
     keep_faces: float = KEEP_FACES  # of the photo blended back inside each detected face (0: off)
     score_fraction: float = 0.0
     backend: str | None = None  # what --backend asked for (None: the workers' own)

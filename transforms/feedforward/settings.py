@@ -69,7 +69,7 @@ MIN_DEPENDENCE = 0.3
 #: photo measured 0.00-0.05, every stylising network of r22-r34 0.62-0.99, the peer 0.23-0.85 (bench/FF_RESEARCH.md).
 MIN_STYLE_PROGRESS = 0.5
 #: The quality gate's default ceiling on saturated pixels (`quality.saturated_share` of the held-out outputs, above
-#: the style image's own share): networks that paste flat pure-colour stamps measured 5.9-71%, every other network
+#: the style image's or the photos' own share): networks that paste flat pure-colour stamps measured 5.9-71%, every other network
 #: and NST-100 at most 2.5% (bench/FF_RESEARCH.md finding 29).
 MAX_SATURATED = 0.04
 #: The default share of the photo blended back inside detected faces when a network is applied
