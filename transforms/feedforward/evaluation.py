@@ -66,7 +66,8 @@ def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256
     inside its faces (`quality.keep_faces`), and with `network_alone` also as the network returns them
     ("ff_net")."""
     photos = [as_float01(p, max_dim) for p in photos]
-    grams = style_targets(extractor, as_float01(style_image, max_dim))
+    style = as_float01(style_image, max_dim)
+    grams = style_targets(extractor, style)
     if nst_images is None:
         nst_images = [nst_reference(extractor, p, grams, nst_steps) for p in photos]
     photo_faces = [detector(p) for p in photos] if detector is not None else None
@@ -78,7 +79,7 @@ def evaluate_heldout(network, extractor, photos, style_image, max_dim: int = 256
     summary = summarise(rows)
     summary["photo_style"] = float(np.mean([seed_losses(extractor, p, p, grams)["style"] for p in photos]))
     summary["photo_saturated"] = float(np.mean([quality.saturated_share(p) for p in photos]))
-    summary["style_saturated"] = quality.saturated_share(as_float01(style_image, max_dim))
+    summary["style_saturated"] = quality.saturated_share(style)
     for method, outputs in images.items():
         summary[f"{method}_dependence"] = quality.photo_dependence(outputs, photos) if len(photos) > 1 else None
         summary[f"{method}_style_progress"] = style_progress(summary["photo_style"], summary[f"{method}_style"],
