@@ -22,6 +22,7 @@ class StyleTargets(typing.NamedTuple):
     error: tuple[str, str] | None  # (error_type, message)
     sha256: str | None = None  # of the style image's bytes as read (the report's style_sha256)
     fingerprint: dict | None = None  # of the style image as read (storage.fingerprint; none for a blend)
+    params_hash: str | None = None  # of its pairs when it differs from the method's (None: the method's)
 
 
 class PendingPairs(typing.NamedTuple):
@@ -56,9 +57,10 @@ class ContentOfPairs:
 
 def read_content_of_pairs(units: UnitContext, entry: ManifestEntry, styles: list, previous, watch: Stopwatch,
                           row_tag: str | None = None) -> ContentOfPairs:
-    """Read and hash a content image once for its pairs with `styles` (anything with `.entry`, `.sha256`
-    and `.error`); `previous` is the --incremental side input. Rows go to the main output, or `row_tag`."""
-    bases = {style.entry: units.base(entry, style.entry, style.sha256) for style in styles}
+    """Read and hash a content image once for its pairs with `styles` (anything with `.entry`, `.sha256`,
+    `.params_hash` and `.error`); `previous` is the --incremental side input. Rows go to the main output, or
+    `row_tag`."""
+    bases = {style.entry: units.base(entry, style.entry, style.sha256, style.params_hash) for style in styles}
     try:
         with watch.phase("decode"):
             source = units.read(entry)

@@ -113,12 +113,13 @@ class UnitContext:
     # -------------------------------------------------------------------------- rows and inputs
 
     def base(self, content: ManifestEntry | None, style: ManifestEntry | None = None,
-             style_sha256: str | None = None) -> dict:
+             style_sha256: str | None = None, params_hash: str | None = None) -> dict:
         """The columns every row of this unit has, whatever its end (no content: a unit of a style alone,
-        such as training a feed-forward network)."""
+        such as training a feed-forward network). `params_hash`: the unit's own, where it has more
+        pixel-changing inputs than the method's settings (a feed-forward pair's network)."""
         row = dict(
             run_id=self.run.run_id, content_id=content and content.id, content_uri=content and content.uri,
-            method=self.method, worker=WORKER, params_hash=self.params_hash, **self.columns,
+            method=self.method, worker=WORKER, params_hash=params_hash or self.params_hash, **self.columns,
         )
         if style is not None:
             row.update(style_id=style.id, style_uri=style.uri, style_sha256=style_sha256)

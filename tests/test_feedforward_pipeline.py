@@ -109,6 +109,32 @@ def test_same_style_and_settings_reuse_the_model_and_a_change_retrains(tmp_path,
     assert len(uris) == 3 and all(r["status"] == "ok" for r in restyled.values())
 
 
+def test_incremental_reuses_a_pairs_image_only_from_the_same_network(tmp_path, monkeypatch):
+    """The same settings and inputs with another network (the model trained again elsewhere, or replaced)
+    are other pixels: --incremental redoes those pairs, and reuses them from a run with the same network."""
+    content, style = _catalog(tmp_path, contents=2, styles=1)
+    pairs = lambda rows: {k[1]: r for k, r in rows.items() if k[0] == "feedforward"}  # noqa: E731
+    first = pairs(_run(content, style, tmp_path / "r1", "--ff-model-dir", str(tmp_path / "m1")))
+    same = pairs(_run(content, style, tmp_path / "r2", "--ff-model-dir", str(tmp_path / "m1"),
+                      "--incremental", str(tmp_path / "r1")))
+    assert {c: (r["status"], r["output_uri"]) for c, r in same.items()} == {
+        c: ("skipped", r["output_uri"]) for c, r in first.items()}
+
+    real_train = feedforward.train
+
+    def other_network(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        bias = result.network.trainable_weights[-1]
+        bias.assign(bias + 0.1)
+        return result
+
+    monkeypatch.setattr(feedforward, "train", other_network)
+    other = pairs(_run(content, style, tmp_path / "r3", "--ff-model-dir", str(tmp_path / "m2"),
+                       "--incremental", f"{tmp_path}/r[12]/report/*.parquet"))
+    assert all(r["status"] == "ok" and r["output_uri"].startswith(str(tmp_path / "r3")) for r in other.values())
+    assert {r["params_hash"] for r in other.values()}.isdisjoint(r["params_hash"] for r in first.values())
+
+
 def test_unscored_pairs_have_no_loss_columns_and_the_training_row_has_the_panel(tmp_path):
     content, style = _catalog(tmp_path, contents=3, styles=1)
     rows = _run(content, style, tmp_path / "out", "--ff-score-fraction", "0")

@@ -108,12 +108,14 @@ class FFJob:
         name = f"{storage.safe_name(style_id)}-{self.model_hash(style_sha256)[:16]}.weights.h5"
         return storage.join_uri(self.model_dir, name)
 
-    def params_hash(self) -> str:
-        """Every setting that changes a pair's pixels (the style's bytes are the row's style_sha256)."""
+    def params_hash(self, weights_sha256: str | None = None) -> str:
+        """Every setting that changes a pair's pixels (the style's bytes are the row's style_sha256) and, for a
+        pair, its network's weights: a model trained again or replaced under the same settings draws other
+        pixels, so --incremental must not reuse the old network's images (as --skip-existing's recipe)."""
         return outputs.params_hash(
             "feedforward", settings=dataclasses.replace(self.training, **_NOT_TRAINING), controls=self.apply_controls(),
             extractor=self.extractor, weights=self.weights, train_images=self.train_images,
-            heldout_images=self.heldout_images,
+            heldout_images=self.heldout_images, network_sha256=weights_sha256,
         )
 
     def scored_like(self, heldout: dict) -> bool:
@@ -169,6 +171,7 @@ class StyleModel(typing.NamedTuple):
     grams: list | None
     error: tuple[str, str] | None = None
     fingerprint: dict | None = None  # of the style image as read (its outputs' sidecars record it)
+    params_hash: str | None = None  # of its pairs: the run's settings and this network's weights
 
     @property
     def weights_sha256(self) -> str | None:
@@ -349,7 +352,8 @@ class TrainFn(WithSharedExtractor):
             seconds_decode=watch.seconds["decode"], seconds_compute=watch.seconds.get("compute"),
         )
         yield beam.pvalue.TaggedOutput(ROWS, units.skipped(row) if reused else units.ok(row))
-        yield StyleModel(entry, sha256, model_uri, card, grams, None, source.fingerprint)
+        yield StyleModel(entry, sha256, model_uri, card, grams, None, source.fingerprint,
+                         job.params_hash(card["weights_sha256"]))
 
     def _reusable(self, model_uri: str, model_hash: str, photos: list) -> tuple[dict | None, keras.Model | None]:
         """(card, network) of the model under `model_uri` when it can be reused; (None, None) when it must

@@ -44,7 +44,7 @@ REPORT_SCHEMA = pa.schema(
         # What made the output, for --incremental (every ok and skipped row; error rows where already known):
         ("content_sha256", pa.string()),  # SHA-256 (hex) of the content image's bytes as read
         ("style_sha256", pa.string()),  # the same of the style image (nst only)
-        ("params_hash", pa.string()),  # pipeline.outputs.params_hash: method + every pixel-changing setting
+        ("params_hash", pa.string()),  # pipeline.outputs.params_hash: method + every pixel-changing setting (+ the network)
         # NST style controls (null for classical); all of them are also in params_hash
         ("seed", pa.int64()),
         ("init", pa.string()),
