@@ -73,6 +73,7 @@ def test_trains_once_per_style_then_stylises_every_pair(tmp_path):
         card = json.loads((tmp_path / "out" / "models" / (row["model_uri"].rsplit("/", 1)[1][: -len(".weights.h5")] + ".json")).read_text())
         assert card["style_id"] == style_id and card["steps"] == 10 and len(card["training_set"]["photos"]) == 1
         assert card["heldout"]["photos"] == ["c1", "c2"] and card["heldout"]["ratio_total"] > 0
+        assert row["saturated"] == card["heldout"]["ff_saturated"] and row["ssim"] == card["heldout"]["ff_ssim"]
         assert all(r["model_uri"] == row["model_uri"] for k, r in pair_rows.items() if k[2] == style_id)
     for row in pair_rows.values():
         assert (row["height"], row["width"]) == (48, 64) and row["loss_total"] > 0
@@ -88,6 +89,7 @@ def test_loss_columns_are_the_seed_loss_of_the_written_image(tmp_path):
     expected = evaluate_losses(extractor, written[None], content_targets(extractor, photo), [grams], NSTSettings())[0]
     for term in ("total", "content", "style", "tv"):
         assert row[f"loss_{term}"] == pytest.approx(expected[term], rel=1e-4), term
+    assert row["saturated"] == pytest.approx(quality.saturated_share(written))
 
 
 def test_same_style_and_settings_reuse_the_model_and_a_change_retrains(tmp_path, monkeypatch):

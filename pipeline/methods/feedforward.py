@@ -346,7 +346,8 @@ class TrainFn(WithSharedExtractor):
             base, output_uri=model_uri, model_uri=model_uri, steps=card["settings"]["train_steps"],
             loss_total=heldout.get("ff_total"), loss_content=heldout.get("ff_content"),
             loss_style=heldout.get("ff_style"), loss_tv=heldout.get("ff_tv"), ssim=heldout.get("ff_ssim"),
-            edge_correlation=heldout.get("ff_edges"), faces_photo=heldout.get("faces_photo"),
+            edge_correlation=heldout.get("ff_edges"), saturated=heldout.get("ff_saturated"),
+            faces_photo=heldout.get("faces_photo"),
             faces_kept=heldout.get("ff_faces_kept"), photo_dependence=heldout.get("ff_dependence"),
             seconds_total=watch.seconds["total"],
             seconds_decode=watch.seconds["decode"], seconds_compute=watch.seconds.get("compute"),
@@ -609,8 +610,8 @@ class FinishFn(WithSharedExtractor):
             row = dict(
                 example.base, height=written.shape[0], width=written.shape[1], loss_total=scores.get("total"),
                 loss_content=scores.get("content"), loss_style=scores.get("style"), loss_tv=scores.get("tv"),
-                ssim=scores.get("ssim"), edge_correlation=scores.get("edges"), faces_photo=scores.get("faces_photo"),
-                faces_kept=scores.get("faces_kept"),
+                ssim=scores.get("ssim"), edge_correlation=scores.get("edges"), saturated=scores.get("saturated"),
+                faces_photo=scores.get("faces_photo"), faces_kept=scores.get("faces_kept"),
                 seconds_decode=example.seconds_decode, seconds_compute=seconds_apply + watch.seconds["compute"],
             )
             output_uri = units.output_uri(example.content.id, example.style.id)

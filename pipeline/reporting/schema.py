@@ -57,6 +57,7 @@ REPORT_SCHEMA = pa.schema(
         # a feedforward_train row's held-out outputs (means; faces summed over the held-out photos):
         ("ssim", pa.float64()),  # gray SSIM to the photo
         ("edge_correlation", pa.float64()),  # correlation of the edge maps
+        ("saturated", pa.float64()),  # share of pure-colour pixels (stamps of a network stuck at its sigmoid's ends)
         ("faces_photo", pa.int32()),  # faces the detector finds in the photo(s)
         ("faces_kept", pa.int32()),  # of those, found again in the output
         ("photo_dependence", pa.float64()),  # feedforward_train: do the held-out outputs differ where their photos do
