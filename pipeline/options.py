@@ -70,7 +70,8 @@ FF_HELP = {
     "final_lr_fraction": "the learning rate at the last step, as a fraction of the peak",
     "width": "channels of the network's first layer (then 2x and 4x)",
     "residual_blocks": "residual blocks at a quarter of the resolution",
-    "output": "residual (a change around the photo: keeps its structure) | sigmoid (a plain image)",
+    "output": "residual (a change around the photo: keeps its structure and colours) | sigmoid (a plain image: "
+              "about half the style term, the style's palette, faces only where --ff-keep-faces puts them back)",
     "residual_clip": "the residual output's photo is clipped to [c, 1-c] (saturated pixels keep a gradient)",
     "content_layer": "VGG19 layer of the training's content loss",
     "content_weight": "weight of the training's content loss",
