@@ -139,6 +139,9 @@ MUTATIONS = (
     Mutation("the quality gate lets a network through that keeps fewer faces than NST",
              "transforms/feedforward/evaluation.py", "and kept < reference_kept:", "and kept < reference_kept - 1:",
              (FF_UNITS,)),
+    Mutation("--incremental reuses a feed-forward pair made by another network", "pipeline/methods/feedforward.py",
+             "heldout_images=self.heldout_images, network_sha256=weights_sha256,", "heldout_images=self.heldout_images,",
+             ("tests/test_feedforward_pipeline.py::test_incremental_reuses_a_pairs_image_only_from_the_same_network",)),
 )
 
 
