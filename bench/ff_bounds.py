@@ -7,7 +7,7 @@
 - **the face guard's own cost**: NST-100's outputs written with `--ff-keep-faces` 0.5 and 0.7.
 
 The seed's style term over NST-100's on the same pairs (ratio of the means), gray SSIM, faces MTCNN finds again.
-Reads the NST-100 references `bench/ff_bench.py` cached in bench/results/ff_nst_cache:
+NST-100 references come from bench/results/ff_nst_cache (`ff_bench.nst_cached`: computed once when missing):
 
     PYTHONPATH=. python bench/ff_bounds.py crayon_hatch,wave_bands
 """
@@ -59,8 +59,6 @@ def optimise_objective(extractor, photo, grams, style_weight, settings, steps=ST
 
 
 def main(styles: str) -> None:
-    import keras
-
     from transforms import quality
     from transforms.feedforward.evaluation import seed_losses
     from transforms.feedforward.settings import FFSettings
@@ -79,9 +77,8 @@ def main(styles: str) -> None:
     for style in styles.split(","):
         grams = style_targets(extractor, as_float01(ff_bench.load_style(style), SIZE))
         weight = calibrated_style_weight(extractor, first_batch, grams, settings)  # as training sets it
-        cache = os.path.join(ff_bench.RESULTS, "ff_nst_cache")
-        nst = [np.load(os.path.join(cache, f"{name}-{style}-{SIZE}px-{STEPS}steps-{keras.backend.backend()}.npy"))
-               for name in ff_bench.HELD_OUT]
+        nst = [ff_bench.nst_cached(extractor, name, photo, style, grams, SIZE, STEPS)
+               for name, photo in zip(ff_bench.HELD_OUT, photos)]
         objective = [optimise_objective(extractor, photo, grams, weight, settings) for photo in photos]
         guarded = lambda images, keep: [quality.keep_faces(i, p, f, keep)  # noqa: E731
                                         for i, p, f in zip(images, photos, faces)]

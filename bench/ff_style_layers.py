@@ -2,7 +2,7 @@
 the seed's weight) of the photo, NST-100 and a trained network on the bench's held-out photos at 256 px,
 and the network's over NST-100's per layer (bench/FF_RESEARCH.md finding 27).
 
-Reads the weights and NST-100 references that `bench/ff_bench.py --tag TAG` left in bench/results/:
+Reads the weights that `bench/ff_bench.py --tag TAG` left in bench/results/ (and its cached NST-100 references):
 
     PYTHONPATH=. python bench/ff_style_layers.py TAG crayon_hatch,pop_art
 """
@@ -31,8 +31,6 @@ def layer_terms(extractor, image: np.ndarray, grams) -> np.ndarray:
 
 
 def main(tag: str, styles: str) -> None:
-    import keras
-
     from transforms.feedforward.network import apply, load_network
     from transforms.feedforward.training import as_float01
     from transforms.nst.extractors import load_extractor
@@ -45,8 +43,7 @@ def main(tag: str, styles: str) -> None:
         terms = {"photo": [], "nst": [], "network": []}
         for name in ff_bench.HELD_OUT:
             photo = as_float01(ff_bench.load_photo(name), SIZE)
-            cache = f"{name}-{style}-{SIZE}px-{STEPS}steps-{keras.backend.backend()}.npy"
-            nst = np.load(os.path.join(ff_bench.RESULTS, "ff_nst_cache", cache))
+            nst = ff_bench.nst_cached(extractor, name, photo, style, grams, SIZE, STEPS)
             for key, image in (("photo", photo), ("nst", nst), ("network", apply(network, photo))):
                 terms[key].append(layer_terms(extractor, image, grams))
         means = {key: np.mean(value, axis=0) for key, value in terms.items()}
