@@ -28,10 +28,14 @@ MIN_CONFIDENCE = 0.9
 SATURATION = 0.03
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
+def _float01(image: np.ndarray) -> np.ndarray:
+    """uint8 or float [0,1] RGB -> float64 in [0,1]: the panel takes either."""
     image = np.asarray(image)
-    scale = 255.0 if image.dtype == np.uint8 else 1.0
-    return image.astype(np.float64).mean(axis=-1) / scale
+    return image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return _float01(image).mean(axis=-1)
 
 
 def gray_ssim(image: np.ndarray, reference: np.ndarray) -> float:
@@ -210,8 +214,7 @@ def saturated_share(image: np.ndarray) -> float:
     >>> saturated_share(image)  # pure blue and the near-pure mix; white is not a colour
     0.5
     """
-    image = np.asarray(image)
-    image = image / 255.0 if image.dtype == np.uint8 else image
+    image = _float01(image)
     return float(np.mean((image.min(axis=-1) <= SATURATION) & (image.max(axis=-1) >= 1 - SATURATION)))
 
 
